@@ -1,0 +1,32 @@
+// A read-only memory map of a whole file. Tensors viewed over it keep it alive through a shared_ptr.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace flux {
+
+class MappedFile {
+ public:
+  // Throws Error naming the file when it cannot be opened or mapped. An empty file maps to size() == 0.
+  static std::shared_ptr<MappedFile> open(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+  // Hints the kernel to read [offset, offset+bytes) ahead (loading with progress).
+  void prefetch(size_t offset, size_t bytes) const;
+
+ private:
+  MappedFile() = default;
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace flux

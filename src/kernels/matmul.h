@@ -1,0 +1,47 @@
+// Matrix products y = x W^T + b, the FLUX workhorse. x: F32 [M, K] row-major; W: [N, K] as stored in the
+// checkpoint (f32, bf16 or f16); b: F32 [N] or none; y: F32 [M, N].
+//
+// The fast path is oneDNN. A Linear keeps its weight in storage form and either reorders it into oneDNN's
+// blocked layout once (default) or per call into a reused scratch buffer (WeightMode::per_call, when memory
+// is short; see DESIGN.md). bf16 weights multiply bf16-rounded activations with f32 accumulation on
+// AVX512_BF16 machines; f32 weights stay f32 end to end.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "tensor/tensor.h"
+
+namespace flux::kernels {
+
+enum class WeightMode { prepacked, per_call };
+
+class Linear {
+ public:
+  Linear();
+  // weight: [N, K] any of f32/bf16/f16/f8_e4m3; bias: F32 [N] or undefined.
+  Linear(Tensor weight, Tensor bias, WeightMode mode = WeightMode::prepacked);
+  ~Linear();
+  Linear(Linear&&) noexcept;
+  Linear& operator=(Linear&&) noexcept;
+
+  int64_t in_features() const;
+  int64_t out_features() const;
+  bool defined() const { return impl_ != nullptr; }
+
+  // x: [M, K] -> y: [M, N]; y must not alias x. Thread-safe for concurrent calls with distinct y.
+  void forward(const float* x, int64_t m, float* y) const;
+  // x: [..., K] -> [..., N] (a new owned f32 tensor).
+  Tensor forward(const Tensor& x) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Plain twin: y[m, n] = sum_k x[m, k] * w[n, k] + bias[n], all f32; bias may be null.
+void matmul_reference(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t k, int64_t n);
+// Our own threaded kernel (no oneDNN), y = x W^T + b with f32 W: the in-house baseline for bench/matmul.
+void matmul_f32(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t k, int64_t n);
+
+}  // namespace flux::kernels

@@ -1,0 +1,64 @@
+// The FLUX.1 transformer (BFL flux/model.py Flux): img_in, time_in, vector_in, guidance_in (dev), txt_in,
+// EmbedND (3-axis RoPE), 19 DoubleStreamBlocks over the text and image streams, 38 SingleStreamBlocks over
+// their concatenation, LastLayer. Weights bound by BFL names (flux1-*.safetensors); diffusers
+// FluxTransformer2DModel folders are mapped to them in one table.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "io/weight_store.h"
+#include "models/nn.h"
+#include "tensor/tensor.h"
+
+namespace flux {
+
+struct FluxParams {
+  int64_t in_channels = 64;
+  int64_t out_channels = 64;
+  int64_t vec_in_dim = 768;
+  int64_t context_in_dim = 4096;
+  int64_t hidden_size = 3072;
+  float mlp_ratio = 4.0f;
+  int64_t num_heads = 24;
+  int64_t depth = 19;
+  int64_t depth_single_blocks = 38;
+  std::array<int64_t, 3> axes_dim = {16, 56, 56};
+  float theta = 10000.0f;
+  bool qkv_bias = true;
+  bool guidance_embed = false;  // dev: true
+
+  static FluxParams schnell();
+  static FluxParams dev();
+  // config.json (diffusers) / __metadata__ / shapes; guidance_embed from the presence of guidance_in weights.
+  static FluxParams resolve(const WeightStore& store, const std::string& config_path);
+};
+
+// Tapping intermediate tensors by name (STYLE.md rule 11): called with e.g. "double_blocks.3.img" and the
+// tensor, when set.
+using TensorTap = std::function<void(const std::string& name, const Tensor& value)>;
+
+class Flux {
+ public:
+  // The store holds BFL names, or diffusers names (detected and mapped).
+  static Flux load(WeightStore& store, const FluxParams& params);
+  const FluxParams& params() const { return params_; }
+
+  // img: F32 [S, in_channels] packed latent; img_ids: F32 [S, 3]; txt: F32 [L, context_in_dim];
+  // txt_ids: F32 [L, 3]; t in [0, 1]; y: F32 [vec_in_dim]; guidance used only when guidance_embed.
+  // Returns F32 [S, out_channels]. Checks `stop` between blocks (throws Cancelled).
+  Tensor forward(const Tensor& img, const Tensor& img_ids, const Tensor& txt, const Tensor& txt_ids, float t,
+                 const Tensor& y, float guidance, std::stop_token stop = {}, const TensorTap& tap = {}) const;
+
+ private:
+  struct Impl;
+  FluxParams params_;
+  std::shared_ptr<const Impl> impl_;
+};
+
+}  // namespace flux

@@ -1,0 +1,55 @@
+// T5 v1.1 encoder (HF T5EncoderModel keys "encoder.*" + "shared.weight"): RMS norms, self-attention with a
+// bidirectional relative position bias (32 buckets, max distance 128; the bias lives in block 0 and is
+// shared by all blocks), gated-GELU(tanh) feed-forward, no attention mask (FLUX encodes the pads too).
+// Reference: transformers/models/t5/modeling_t5.py (T5Stack, T5Attention._relative_position_bucket).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "io/weight_store.h"
+#include "models/nn.h"
+#include "tensor/tensor.h"
+
+namespace flux {
+
+struct T5Config {
+  int64_t vocab_size = 32128;
+  int64_t d_model = 4096;
+  int64_t d_kv = 64;
+  int64_t num_heads = 64;
+  int64_t d_ff = 10240;
+  int64_t num_layers = 24;
+  int64_t relative_attention_num_buckets = 32;
+  int64_t relative_attention_max_distance = 128;
+  float layer_norm_epsilon = 1e-6f;
+
+  // config.json, else __metadata__, else shapes (heads from relative_attention_bias). Logs the rule used.
+  static T5Config resolve(const WeightStore& store, const std::string& config_path);
+};
+
+class T5Encoder {
+ public:
+  static T5Encoder load(WeightStore& store, const T5Config& config);
+  const T5Config& config() const { return config_; }
+  // ids: [L] -> last_hidden_state F32 [L, d_model] (after the final RMS norm).
+  Tensor forward(std::span<const int32_t> ids) const;
+
+ private:
+  struct Block;
+  T5Config config_;
+  Tensor shared_;  // embeddings [vocab, d_model] in storage dtype (rows widened on lookup)
+  Tensor relative_attention_bias_;  // F32 [buckets, heads]
+  std::vector<Block> blocks_;
+  nn::RMSNorm final_layer_norm_;
+
+ public:
+  T5Encoder();
+  ~T5Encoder();
+  T5Encoder(T5Encoder&&) noexcept;
+  T5Encoder& operator=(T5Encoder&&) noexcept;
+};
+
+}  // namespace flux

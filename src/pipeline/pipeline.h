@@ -1,0 +1,94 @@
+// Pipeline: prompt -> image with a loaded FLUX.1 model set. One call of run() encodes the prompt (CLIP-L
+// pooled vector + T5 hidden states), samples noise, runs the Euler flow-matching loop over the transformer
+// and decodes the latent with the autoencoder. Progress and cancellation are per call (STYLE.md rule 8).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+
+#include "io/image.h"
+#include "tensor/tensor.h"
+
+namespace flux {
+
+// Where the weights are: a diffusers folder, or single files (any of which override the folder's).
+struct ModelPaths {
+  std::string model_dir;        // diffusers layout: model_index.json, transformer/, vae/, ...
+  std::string diffusion_model;  // flux1-schnell.safetensors / flux1-dev.safetensors (BFL keys)
+  std::string vae;              // ae.safetensors
+  std::string clip_l;           // clip_l.safetensors
+  std::string t5xxl;            // t5xxl_fp16.safetensors
+  std::string tokenizers;       // a folder with tokenizer/ + tokenizer_2/ or clip-l/ + t5/
+};
+
+enum class Variant { schnell, dev };
+const char* variant_name(Variant v);
+
+struct LoadOptions {
+  int n_threads = 0;  // kernel pool size; 0 = cores
+  bool low_memory = false;  // reorder weights per call instead of once (see DESIGN.md)
+};
+
+// Byte progress while loading: component ("t5", "transformer", ...), bytes done and total over all components.
+using LoadProgress = std::function<void(const std::string& component, uint64_t bytes_done, uint64_t bytes_total)>;
+
+struct GenerateRequest {
+  std::string prompt;
+  int width = 1024;   // pixels, multiple of 16
+  int height = 1024;  // pixels, multiple of 16
+  int steps = 0;      // 0 = the variant's default (schnell 4, dev 28)
+  float guidance = 3.5f;  // dev only
+  uint64_t seed = 0;
+  Tensor noise;        // optional F32 [1, 16, H/8, W/8]: replaces the seeded noise (exact reproducibility)
+  bool preview = false;  // decode a small preview image at each step
+};
+
+enum class Stage { encode_text, denoise, decode };
+const char* stage_name(Stage s);
+
+struct ProgressEvent {
+  Stage stage = Stage::encode_text;
+  int step = 0;   // steps done (denoise), 0..total
+  int total = 0;  // steps in all (denoise)
+  double elapsed_s = 0;  // since run() started
+  std::optional<Image> preview;  // when requested, at denoise steps
+};
+using ProgressSink = std::function<void(const ProgressEvent&)>;
+
+struct StageTimings {
+  double encode_text_s = 0, denoise_s = 0, decode_s = 0, total_s = 0;
+};
+
+struct GenerateResult {
+  Image image;
+  StageTimings timings;
+  uint64_t seed = 0;
+  int steps = 0;
+  bool prompt_truncated = false;
+};
+
+// Thrown by run() when the stop token is triggered (between steps or transformer blocks).
+struct Cancelled : Error {
+  Cancelled() : Error("cancelled") {}
+};
+
+class Pipeline {
+ public:
+  // Discovers and loads every component; throws Error naming whatever is missing or inconsistent.
+  static std::unique_ptr<Pipeline> load(const ModelPaths& paths, const LoadOptions& options,
+                                        const LoadProgress& progress = {});
+  virtual ~Pipeline() = default;
+
+  virtual Variant variant() const = 0;
+  virtual std::string describe() const = 0;  // variant, dtypes, sizes (for /v1/models and logs)
+  // Validates a request against the model (size multiple of 16, steps >= 1, ...); throws Error naming the field.
+  virtual void validate(const GenerateRequest& request) const = 0;
+  virtual GenerateResult run(const GenerateRequest& request, const ProgressSink& progress,
+                             std::stop_token stop) = 0;
+};
+
+}  // namespace flux

@@ -1,0 +1,41 @@
+// Helpers shared by the tests: paths to shared/ test data, random inputs, tensor comparisons.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace flux::test {
+
+// ../shared (tests only; the product never reads it).
+std::string shared_dir();
+std::string golden_dir();     // shared/golden
+std::string tokenizer_dir();  // shared/tokenizers
+// A fresh empty temporary directory (removed at process exit is not guaranteed).
+std::string temp_dir(const std::string& tag);
+
+// Uniform values in [lo, hi) from a fixed seed.
+std::vector<float> random_floats(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f);
+
+// max|a-b| / max|b| (the manifest's rel_err) and ||a-b|| / ||b||.
+struct Diff {
+  double max_rel = 0;
+  double rms_rel = 0;
+  double max_abs = 0;
+};
+Diff compare(const float* got, const float* want, size_t n);
+Diff compare(const Tensor& got, const Tensor& want);  // both converted to f32; shapes must match
+
+// gtest assertion: rel error (max|a-b|/max|b|) within tol. Prints both errors on failure.
+#define EXPECT_CLOSE(got, want, tol)                                                              \
+  do {                                                                                            \
+    const ::flux::test::Diff d_ = ::flux::test::compare(got, want);                               \
+    EXPECT_LE(d_.max_rel, tol) << "rms_rel " << d_.rms_rel << " max_abs " << d_.max_abs;          \
+  } while (0)
+
+}  // namespace flux::test
