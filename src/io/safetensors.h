@@ -64,4 +64,15 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
 // weight_map's files, relative to the index), or a folder (every *.safetensors in it, or its index).
 std::vector<std::string> resolve_safetensors_files(const std::string& path);
 
+// A sharded set's "*.safetensors.index.json": {"metadata": ..., "weight_map": {tensor: shard file}}.
+struct SafetensorsIndex {
+  std::string path;
+  std::map<std::string, std::string> weight_map;  // tensor name -> shard path (resolved against the index's folder)
+  std::vector<std::string> files;                 // the distinct shard paths, sorted
+};
+// Reads and checks an index (valid JSON, every shard exists). Throws Error naming the index.
+SafetensorsIndex read_safetensors_index(const std::string& path);
+// The one "*.safetensors.index.json" in `folder`, or "" if none (Error if several).
+std::string find_safetensors_index(const std::string& folder);
+
 }  // namespace flux

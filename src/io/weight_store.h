@@ -61,6 +61,7 @@ class WeightStore {
   std::map<std::string, std::string> metadata_;
   std::set<std::string> used_;
   std::vector<std::string> missing_;  // "name (expected shape ..., got ...)" or "name"
+  std::set<std::string> absent_;      // the entries of missing_ that are absent names (not mis-shaped)
 };
 
 }  // namespace flux
