@@ -10,6 +10,7 @@ packages=(
   libboost-dev libboost-system-dev  # Asio + Beast: the HTTP server
   nlohmann-json3-dev libcli11-dev
   libsentencepiece-dev   # the T5 tokenizer
+  libicu-dev             # Unicode classes, case folding and normalisation for the CLIP tokenizer
   libpng-dev libjpeg-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer and sanitizers (scripts/fuzz.sh, scripts/sanitize.sh)

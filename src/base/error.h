@@ -28,6 +28,11 @@ template <typename... Args>
   throw Error(str_cat(std::forward<Args>(args)...));
 }
 
+// Thrown when a std::stop_token is triggered mid-computation (between denoising steps or transformer blocks).
+struct Cancelled : Error {
+  Cancelled() : Error("cancelled") {}
+};
+
 }  // namespace flux
 
 // FLUX_CHECK(cond, "file ", path, ": expected ", a, ", got ", b) throws flux::Error when cond is false.

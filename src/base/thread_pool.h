@@ -1,15 +1,15 @@
-// A fixed pool of worker threads for data-parallel kernels. parallel_for splits [0, n) into chunks that the
-// workers and the calling thread take from a shared counter; it returns when every chunk is done.
-// One job runs at a time (a second caller waits); a parallel_for called from inside a job runs serially.
+// The kernel thread pool. parallel_for splits [0, n) into chunks that the pool's threads (the caller among
+// them) take from a shared counter; it returns when every chunk is done. One job runs at a time (a second
+// caller waits); a parallel_for called from inside a job runs serially.
+//
+// The threads are OpenMP's. oneDNN (Debian's build) runs on OpenMP too, and two pools on the same cores
+// fight: an OpenMP team spins for milliseconds after each oneDNN call while our own workers wait for the
+// cores (measured: a small generation ran 8x slower). One set of threads serves both.
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
-#include <thread>
-#include <vector>
 
 namespace flux {
 
@@ -21,37 +21,26 @@ class ThreadPool {
  public:
   struct Options {
     int n_threads = 0;          // total threads including the caller; 0 = hardware cores
-    bool low_priority = false;  // workers call lower_current_thread_priority()
+    bool low_priority = false;  // pool threads call lower_current_thread_priority() (the caller too)
   };
 
   explicit ThreadPool(Options options);
-  ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  int n_threads() const { return static_cast<int>(workers_.size()) + 1; }
+  int n_threads() const { return n_threads_; }
+  bool low_priority() const { return low_priority_; }
 
   // fn(begin, end) over chunks of at least `grain` items covering [0, n).
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
+  // Makes OpenMP regions started by the calling thread outside parallel_for (oneDNN's) use this pool's
+  // thread count and priority. Cheap; kernels call it before each oneDNN primitive.
+  void adopt_caller() const;
 
  private:
-  void worker_loop(int index);
-  void run_chunks();
-
-  std::vector<std::thread> workers_;
+  int n_threads_ = 1;
+  bool low_priority_ = false;
   std::mutex job_mutex_;  // one job at a time
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::condition_variable done_;
-  uint64_t generation_ = 0;
-  bool stopping_ = false;
-  int n_active_ = 0;
-  // The current job; written under mutex_ before generation_ changes.
-  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
-  int64_t n_ = 0;
-  int64_t chunk_ = 1;
-  int64_t n_chunks_ = 0;
-  std::atomic<int64_t> next_chunk_{0};
 };
 
 // The process-wide kernel pool, created on first use with set_default_threads()'s value (default: cores).

@@ -4,6 +4,7 @@
 #include "io/safetensors.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -19,6 +20,17 @@ using json = nlohmann::json;
 
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;  // the reference implementation's limit
 constexpr int kMaxJsonDepth = 8;                  // a valid header nests 3 levels
+
+// A header string as shown in messages: control characters escaped (errors stay on one line), long ones cut.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 200; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    out += c < 32 || c == 127 ? str_cat("\\x", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15])
+                              : std::string(1, static_cast<char>(c));
+  }
+  return s.size() > 200 ? out + "..." : out;
+}
 
 uint64_t read_u64_le(const uint8_t* p) {
   uint64_t v = 0;
@@ -41,7 +53,7 @@ json parse_json(const std::string& file, const char* what, const char* text, siz
         break;
       case json::parse_event_t::key:
         if (!keys.empty() && !keys.back().insert(parsed.get<std::string>()).second)
-          fail(file, ": ", what, ": duplicate key '", parsed.get<std::string>(), "'");
+          fail(file, ": ", what, ": duplicate key '", printable(parsed.get<std::string>()), "'");
         break;
       default:
         break;
@@ -62,9 +74,8 @@ uint64_t get_index(const std::string& where, const json& v) {
   fail(where, ": expected an integer, got ", v.dump());
 }
 
-SafetensorsEntry parse_entry(const std::string& file, const std::string& name, const json& info,
-                             uint64_t data_size) {
-  const std::string where = str_cat(file, ": tensor '", name, "'");
+SafetensorsEntry parse_entry(const std::string& file, const std::string& name, const json& info, uint64_t data_size) {
+  const std::string where = str_cat(file, ": tensor '", printable(name), "'");
   FLUX_CHECK(info.is_object(), where, ": expected an object {dtype, shape, data_offsets}, got ", info.dump());
   for (const char* field : {"dtype", "shape", "data_offsets"})
     FLUX_CHECK(info.contains(field), where, ": missing field '", field, "'");
@@ -102,8 +113,8 @@ SafetensorsEntry parse_entry(const std::string& file, const std::string& name, c
   const uint64_t begin = get_index(where + ": data_offsets", offsets[0]);
   const uint64_t end = get_index(where + ": data_offsets", offsets[1]);
   FLUX_CHECK(begin <= end, where, ": data_offsets ", offsets.dump(), ": expected begin <= end");
-  FLUX_CHECK(end <= data_size, where, ": data_offsets ", offsets.dump(), ": end ", end,
-             " is beyond the data section (", data_size, " bytes)");
+  FLUX_CHECK(end <= data_size, where, ": data_offsets ", offsets.dump(), ": end ", end, " is beyond the data section (",
+             data_size, " bytes)");
   FLUX_CHECK(end - begin == expect_bytes, where, ": data_offsets ", offsets.dump(), " span ", end - begin,
              " bytes; expected ", expect_bytes, " for ", dtype.get<std::string>(), " ", entry.shape.str());
   entry.nbytes = end - begin;
@@ -115,28 +126,40 @@ SafetensorsEntry parse_entry(const std::string& file, const std::string& name, c
 
 DType parse_safetensors_dtype(const std::string& s) {
   static const std::pair<const char*, DType> table[] = {
-      {"F64", DType::f64}, {"F32", DType::f32}, {"F16", DType::f16}, {"BF16", DType::bf16},
-      {"F8_E4M3", DType::f8_e4m3}, {"I64", DType::i64}, {"I32", DType::i32}, {"I16", DType::i16},
-      {"I8", DType::i8}, {"U8", DType::u8}, {"BOOL", DType::boolean},
+      {"F64", DType::f64},         {"F32", DType::f32}, {"F16", DType::f16},      {"BF16", DType::bf16},
+      {"F8_E4M3", DType::f8_e4m3}, {"I64", DType::i64}, {"I32", DType::i32},      {"I16", DType::i16},
+      {"I8", DType::i8},           {"U8", DType::u8},   {"BOOL", DType::boolean},
   };
   for (const auto& [name, dtype] : table)
     if (s == name) return dtype;
-  fail("dtype: unsupported '", s, "' (expected one of F64, F32, F16, BF16, F8_E4M3, I64, I32, I16, I8, U8, BOOL)");
+  fail("dtype: unsupported '", printable(s),
+       "' (expected one of F64, F32, F16, BF16, F8_E4M3, I64, I32, I16, I8, U8, BOOL)");
 }
 
 const char* safetensors_dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::f64: return "F64";
-    case DType::f32: return "F32";
-    case DType::f16: return "F16";
-    case DType::bf16: return "BF16";
-    case DType::f8_e4m3: return "F8_E4M3";
-    case DType::i64: return "I64";
-    case DType::i32: return "I32";
-    case DType::i16: return "I16";
-    case DType::i8: return "I8";
-    case DType::u8: return "U8";
-    case DType::boolean: return "BOOL";
+    case DType::f64:
+      return "F64";
+    case DType::f32:
+      return "F32";
+    case DType::f16:
+      return "F16";
+    case DType::bf16:
+      return "BF16";
+    case DType::f8_e4m3:
+      return "F8_E4M3";
+    case DType::i64:
+      return "I64";
+    case DType::i32:
+      return "I32";
+    case DType::i16:
+      return "I16";
+    case DType::i8:
+      return "I8";
+    case DType::u8:
+      return "U8";
+    case DType::boolean:
+      return "BOOL";
   }
   return "?";
 }
@@ -171,7 +194,7 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<const void> owner, const 
       if (value.is_null()) continue;
       FLUX_CHECK(value.is_object(), name, ": __metadata__: expected an object of strings, got ", value.type_name());
       for (const auto& [mk, mv] : value.items()) {
-        FLUX_CHECK(mv.is_string(), name, ": __metadata__ '", mk, "': expected a string, got ", mv.dump());
+        FLUX_CHECK(mv.is_string(), name, ": __metadata__ '", printable(mk), "': expected a string, got ", mv.dump());
         st.metadata_[mk] = mv.get<std::string>();
       }
       continue;
@@ -186,8 +209,8 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<const void> owner, const 
   const SafetensorsEntry* last = nullptr;
   for (const SafetensorsEntry& e : st.entries_) {
     if (e.nbytes == 0) continue;
-    FLUX_CHECK(last == nullptr || e.offset >= last->offset + last->nbytes, name, ": tensor '", e.name,
-               "' data [", e.offset, ", ", e.offset + e.nbytes, ") overlaps tensor '", last->name, "' [",
+    FLUX_CHECK(last == nullptr || e.offset >= last->offset + last->nbytes, name, ": tensor '", printable(e.name),
+               "' data [", e.offset, ", ", e.offset + e.nbytes, ") overlaps tensor '", printable(last->name), "' [",
                last->offset, ", ", last->offset + last->nbytes, ")");
     last = &e;
   }
@@ -227,11 +250,21 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
                        const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  size_t offset = 0;
   for (const auto& [name, t] : tensors) {
     FLUX_CHECK(name != "__metadata__", path, ": '__metadata__' cannot name a tensor");
     FLUX_CHECK(!header.contains(name), path, ": tensor '", name, "' given twice");
     FLUX_CHECK(t.defined(), path, ": tensor '", name, "' is undefined");
+    header[name] = nullptr;  // keeps the given order in the header
+  }
+  // Data laid out by decreasing element size (as the reference writer does), so every tensor is aligned.
+  std::vector<size_t> order(tensors.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return dtype_size(tensors[a].second.dtype()) > dtype_size(tensors[b].second.dtype());
+  });
+  size_t offset = 0;
+  for (size_t i : order) {
+    const auto& [name, t] = tensors[i];
     header[name] = {{"dtype", safetensors_dtype_name(t.dtype())},
                     {"shape", t.shape().to_vector()},
                     {"data_offsets", {offset, offset + t.nbytes()}}};
@@ -246,8 +279,10 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
   bool ok = std::fwrite(len, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  for (const auto& [name, t] : tensors)
+  for (size_t i : order) {
+    const Tensor& t = tensors[i].second;
     if (ok && t.nbytes() > 0) ok = std::fwrite(t.raw(), 1, t.nbytes(), f) == t.nbytes();
+  }
   const int err = errno;
   ok = (std::fclose(f) == 0) && ok;
   if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {

@@ -46,8 +46,7 @@ WeightStore WeightStore::open(const std::string& path) {
     FLUX_CHECK(it != store.tensors_.end(), index_path, ": weight_map puts tensor '", name, "' in ", shard,
                ", which has no such tensor");
     const std::string& actual = store.files_[it->second.file]->path();
-    FLUX_CHECK(actual == shard, index_path, ": weight_map puts tensor '", name, "' in ", shard, ", found in ",
-               actual);
+    FLUX_CHECK(actual == shard, index_path, ": weight_map puts tensor '", name, "' in ", shard, ", found in ", actual);
   }
   return store;
 }
@@ -57,7 +56,8 @@ void WeightStore::add_file(const std::string& path) {
   const size_t id = files_.size();
   for (const SafetensorsEntry& e : file->entries()) {
     auto it = tensors_.find(e.name);
-    FLUX_CHECK(it == tensors_.end(), path, ": tensor '", e.name, "' is also in ", files_.empty() ? "" : source_of(e.name));
+    FLUX_CHECK(it == tensors_.end(), path, ": tensor '", e.name, "' is also in ",
+               files_.empty() ? "" : source_of(e.name));
     tensors_[e.name] = Ref{id, &e};
   }
   for (const auto& [k, v] : file->metadata()) metadata_.emplace(k, v);  // the first file's value wins

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "kernels/conv.h"
+
 namespace flux::kernels::detail {
 
 // One instruction set's row kernels. Every pointer is non-null. n, dim: element counts (any value >= 0).
@@ -46,7 +48,10 @@ extern const IsaKernels kernels;
 }
 namespace avx512 {
 extern const IsaKernels kernels;
-}
+// Measured flops of vdpbf16ps over vfmadd231ps on this core (about 2 where bf16 dot products run at full rate;
+// 0.5 was measured on this project's Xeon VM). Needs AVX512_BF16.
+double bf16_dot_speedup();
+}  // namespace avx512
 
 // The best set the current CPU cap allows (read per call: tests change the cap at run time).
 const IsaKernels& isa_kernels();
@@ -69,5 +74,14 @@ void gemm_packed(const IsaKernels& isa, int64_t m, int64_t n, int64_t k, const f
 // else as [k, n]. Strided operands (lda, ldb, ldc in floats).
 void gemm_threaded(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                    bool b_is_nk, const float* bias, float* c, int64_t ldc);
+
+// Tests: force linear_compute_dtype()'s bf16 decision (1 = bf16 where AVX512_BF16 exists, 0 = f32, -1 = the
+// probe / FLUX_MATMUL_BF16 again).
+void force_bf16_products(int mode);
+
+// conv2d's two paths (p already validated): oneDNN's convolution (the default) and im2col + gemm_threaded
+// (under FLUX_CPU=scalar, and checked by the tests on every ISA).
+void conv2d_onednn(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y);
+void conv2d_im2col(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y);
 
 }  // namespace flux::kernels::detail

@@ -3,8 +3,8 @@
 //
 // The fast path is oneDNN. A Linear keeps its weight in storage form and either reorders it into oneDNN's
 // blocked layout once (default) or per call into a reused scratch buffer (WeightMode::per_call, when memory
-// is short; see DESIGN.md). bf16 weights multiply bf16-rounded activations with f32 accumulation on
-// AVX512_BF16 machines; f32 weights stay f32 end to end.
+// is short; see DESIGN.md). 16/8-bit weights multiply bf16-rounded activations with f32 accumulation where
+// AVX512_BF16 is fast, else they are widened to f32 (linear_compute_dtype); f32 weights stay f32 end to end.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +28,9 @@ class Linear {
   int64_t in_features() const;
   int64_t out_features() const;
   bool defined() const { return impl_ != nullptr; }
+  // Bytes this Linear holds for its weight: the packed copy in prepacked mode (N K 4 when 16/8-bit weights
+  // multiply in f32, see linear_compute_dtype), 0 in per_call mode (which reads the storage tensor per call).
+  size_t packed_bytes() const;
 
   // x: [M, K] -> y: [M, N]; y must not alias x. Thread-safe for concurrent calls with distinct y.
   void forward(const float* x, int64_t m, float* y) const;
@@ -38,6 +41,12 @@ class Linear {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The dtype a Linear multiplies 16/8-bit weights in (f32 weights always stay f32): bf16 (activations rounded
+// to bf16, f32 accumulation) when the CPU has AVX512_BF16 and its bf16 dot product measures faster than f32
+// FMA (probed once, well under a millisecond); otherwise f32, the weight widened. FLUX_MATMUL_BF16=1 or 0
+// forces the choice (still f32 without AVX512_BF16). Read at each Linear construction.
+DType linear_compute_dtype();
 
 // Plain twin: y[m, n] = sum_k x[m, k] * w[n, k] + bias[n], all f32; bias may be null.
 void matmul_reference(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t k, int64_t n);

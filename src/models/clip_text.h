@@ -41,6 +41,8 @@ class ClipTextModel {
   const ClipTextConfig& config() const { return config_; }
   // ids: L <= max_position_embeddings token ids; pool_index: position of the first EOS.
   Output forward(std::span<const int32_t> ids, int pool_index) const;
+  // The pooling position CLIPTextModel uses for FLUX's tokenizer ids: argmax(ids) = the first EOS (49407).
+  static int first_eos(std::span<const int32_t> ids);
 
  private:
   struct Layer;

@@ -45,8 +45,10 @@ using TensorTap = std::function<void(const std::string& name, const Tensor& valu
 
 class Flux {
  public:
-  // The store holds BFL names, or diffusers names (detected and mapped).
-  static Flux load(WeightStore& store, const FluxParams& params);
+  // The store holds BFL names, or diffusers names (detected and mapped). `mode`: matmul weights reordered once
+  // (default) or per call (low memory; see kernels/matmul.h).
+  static Flux load(WeightStore& store, const FluxParams& params,
+                   kernels::WeightMode mode = kernels::WeightMode::prepacked);
   const FluxParams& params() const { return params_; }
 
   // img: F32 [S, in_channels] packed latent; img_ids: F32 [S, 3]; txt: F32 [L, context_in_dim];

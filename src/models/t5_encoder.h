@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -30,17 +31,24 @@ struct T5Config {
   static T5Config resolve(const WeightStore& store, const std::string& config_path);
 };
 
+// T5Attention._relative_position_bucket(bidirectional=True) for relative_position = key - query, computed in
+// torch's float32 order of operations so the buckets match the reference exactly.
+int64_t t5_relative_position_bucket(int64_t relative_position, int64_t num_buckets, int64_t max_distance);
+
 class T5Encoder {
  public:
   static T5Encoder load(WeightStore& store, const T5Config& config);
   const T5Config& config() const { return config_; }
-  // ids: [L] -> last_hidden_state F32 [L, d_model] (after the final RMS norm).
-  Tensor forward(std::span<const int32_t> ids) const;
+  // ids: [L] -> last_hidden_state F32 [L, d_model] (after the final RMS norm). `stop` is checked between
+  // blocks (T5-XXL takes seconds): throws Cancelled.
+  Tensor forward(std::span<const int32_t> ids, std::stop_token stop = {}) const;
 
  private:
   struct Block;
+  Tensor compute_bias(int64_t len) const;  // F32 [heads, L, L]
+
   T5Config config_;
-  Tensor shared_;  // embeddings [vocab, d_model] in storage dtype (rows widened on lookup)
+  Tensor shared_;                   // [vocab, d_model] in storage dtype (rows widened on lookup)
   Tensor relative_attention_bias_;  // F32 [buckets, heads]
   std::vector<Block> blocks_;
   nn::RMSNorm final_layer_norm_;

@@ -10,6 +10,7 @@
 #include <stop_token>
 #include <string>
 
+#include "base/error.h"
 #include "io/image.h"
 #include "tensor/tensor.h"
 
@@ -31,6 +32,7 @@ const char* variant_name(Variant v);
 struct LoadOptions {
   int n_threads = 0;  // kernel pool size; 0 = cores
   bool low_memory = false;  // reorder weights per call instead of once (see DESIGN.md)
+  int prompt_cache_entries = 8;  // prompt embeddings kept (PromptCache); 0 = encode every time
 };
 
 // Byte progress while loading: component ("t5", "transformer", ...), bytes done and total over all components.
@@ -46,6 +48,12 @@ struct GenerateRequest {
   Tensor noise;        // optional F32 [1, 16, H/8, W/8]: replaces the seeded noise (exact reproducibility)
   bool preview = false;  // decode a small preview image at each step
 };
+
+// Image sides: multiples of 16 in [16, 16384]; throws Error naming the field and the nearest valid sizes.
+void check_image_size(int width, int height);
+// The variant's defaults: steps (schnell 4, dev 28) and T5 length (schnell 256, dev 512), as BFL cli.py.
+int default_steps(Variant v);
+int t5_length(Variant v);
 
 enum class Stage { encode_text, denoise, decode };
 const char* stage_name(Stage s);
@@ -71,10 +79,7 @@ struct GenerateResult {
   bool prompt_truncated = false;
 };
 
-// Thrown by run() when the stop token is triggered (between steps or transformer blocks).
-struct Cancelled : Error {
-  Cancelled() : Error("cancelled") {}
-};
+// Cancelled (base/error.h) is thrown by run() when the stop token is triggered (between steps or blocks).
 
 class Pipeline {
  public:

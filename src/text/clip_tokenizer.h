@@ -34,6 +34,8 @@ class ClipTokenizer {
   ClipTokens encode(std::string_view text, int max_length = 77) const;
   // Content ids only (no BOS/EOS, no truncation).
   std::vector<int32_t> encode_content(std::string_view text) const;
+  // Empties the BPE word cache (benchmarks measure the cold case).
+  void clear_cache() const;
 
  private:
   ClipTokenizer();

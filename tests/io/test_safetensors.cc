@@ -1,5 +1,6 @@
 // safetensors: round trips, every golden file, and each malformed header (bytes written here) giving an Error
 // that names the file, the tensor and what was expected.
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -41,8 +42,8 @@ void expect_error(const std::string& bytes, std::initializer_list<const char*> p
 TEST(Safetensors, RoundTripAllDtypes) {
   const std::string dir = test::temp_dir("st");
   std::vector<std::pair<std::string, Tensor>> tensors;
-  const DType dtypes[] = {DType::f64, DType::f32, DType::f16,  DType::bf16, DType::f8_e4m3, DType::i64,
-                          DType::i32, DType::i16, DType::i8, DType::u8,   DType::boolean};
+  const DType dtypes[] = {DType::f64, DType::f32, DType::f16, DType::bf16, DType::f8_e4m3, DType::i64,
+                          DType::i32, DType::i16, DType::i8,  DType::u8,   DType::boolean};
   int k = 0;
   for (DType dt : dtypes) {
     Tensor t = Tensor::empty(dt, {2, 3, static_cast<int64_t>(k + 1)});
@@ -226,7 +227,8 @@ TEST(SafetensorsMalformed, Metadata) {
 
 TEST(SafetensorsMalformed, OpenNamesThePath) {
   const std::string path = test::temp_dir("st") + "/broken.safetensors";
-  std::ofstream(path, std::ios::binary) << make_bytes(R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}})", 4);
+  std::ofstream(path, std::ios::binary) << make_bytes(
+      R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}})", 4);
   try {
     SafetensorsFile::open(path);
     ADD_FAILURE() << "no error";

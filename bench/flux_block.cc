@@ -1,0 +1,209 @@
+// One full-size DoubleStreamBlock and one SingleStreamBlock (hidden 3072, 24 heads, MLP 12288; 256 text + 1024
+// image tokens = a 512x512 image) with random bf16 weights: seconds per block, GFLOP/s, and the extrapolated
+// seconds per denoising step of the 19 + 38 block model, next to a bf16 matmul baseline measured in the same run
+// (kernels::Linear at M=1280, K=3072, N=12288).
+//
+// The weights of the two blocks (~1 GB in bf16) are written to a temporary safetensors file and bound by name,
+// exactly as from a checkpoint (FLUX_BENCH_KEEP=1 keeps the file for the next run).
+// Usage: bench_flux_block [repeats=2] [n_img=1024] [n_txt=256]
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "io/weight_store.h"
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+#include "models/flux_blocks.h"
+#include "tensor/convert.h"
+
+using namespace flux;
+
+namespace {
+
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+uint64_t g_state = 0x9E3779B97F4A7C15ull;
+float next_uniform() {  // xorshift64*, uniform [-1, 1)
+  g_state ^= g_state >> 12;
+  g_state ^= g_state << 25;
+  g_state ^= g_state >> 27;
+  const uint64_t r = g_state * 0x2545F4914F6CDD1Dull;
+  return static_cast<float>(r >> 40) / static_cast<float>(1 << 23) - 1.0f;
+}
+
+// Random bf16 [shape] with values in [-amp, amp).
+Tensor random_bf16(const Shape& shape, float amp) {
+  Tensor t = Tensor::empty(DType::bf16, shape);
+  auto* out = static_cast<uint16_t*>(t.raw_mut());
+  for (int64_t i = 0; i < t.numel(); ++i) out[i] = f32_to_bf16(amp * next_uniform());
+  return t;
+}
+
+Tensor random_f32(const Shape& shape, float amp) {
+  Tensor t = Tensor::empty(DType::f32, shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t.mut<float>()[i] = amp * next_uniform();
+  return t;
+}
+
+void add_linear(std::vector<std::pair<std::string, Tensor>>& out, const std::string& prefix, int64_t in, int64_t n) {
+  out.emplace_back(prefix + "weight", random_bf16({n, in}, 1.0f / std::sqrt(static_cast<float>(in))));
+  out.emplace_back(prefix + "bias", random_bf16({n}, 0.02f));
+}
+
+// The tensors of double_blocks.0 and single_blocks.0 at the real FLUX.1 sizes.
+std::vector<std::pair<std::string, Tensor>> block_tensors(const FluxParams& p) {
+  const int64_t h = p.hidden_size, mlp = static_cast<int64_t>(static_cast<float>(h) * p.mlp_ratio);
+  const int64_t d = h / p.num_heads;
+  std::vector<std::pair<std::string, Tensor>> t;
+  for (const std::string s : {"img", "txt"}) {
+    const std::string b = "double_blocks.0." + s;
+    add_linear(t, b + "_mod.lin.", h, 6 * h);
+    add_linear(t, b + "_attn.qkv.", h, 3 * h);
+    t.emplace_back(b + "_attn.norm.query_norm.scale", random_bf16({d}, 1.0f));
+    t.emplace_back(b + "_attn.norm.key_norm.scale", random_bf16({d}, 1.0f));
+    add_linear(t, b + "_attn.proj.", h, h);
+    add_linear(t, b + "_mlp.0.", h, mlp);
+    add_linear(t, b + "_mlp.2.", mlp, h);
+  }
+  add_linear(t, "single_blocks.0.modulation.lin.", h, 3 * h);
+  add_linear(t, "single_blocks.0.linear1.", h, 3 * h + mlp);
+  add_linear(t, "single_blocks.0.linear2.", h + mlp, h);
+  t.emplace_back("single_blocks.0.norm.query_norm.scale", random_bf16({d}, 1.0f));
+  t.emplace_back("single_blocks.0.norm.key_norm.scale", random_bf16({d}, 1.0f));
+  return t;
+}
+
+template <typename Fn>
+double time_best(int repeats, Fn&& fn) {
+  fn();  // warm-up: first-touch of buffers, oneDNN primitive creation
+  double best = 1e30;
+  for (int i = 0; i < repeats; ++i) {
+    const double t0 = now_s();
+    fn();
+    best = std::min(best, now_s() - t0);
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int repeats = argc > 1 ? std::atoi(argv[1]) : 2;
+  const int64_t n_img = argc > 2 ? std::atoll(argv[2]) : 1024;
+  const int64_t n_txt = argc > 3 ? std::atoll(argv[3]) : 256;
+  const FluxParams p = FluxParams::schnell();
+  const int64_t h = p.hidden_size, mlp = static_cast<int64_t>(static_cast<float>(h) * p.mlp_ratio);
+  const int64_t n = n_txt + n_img;
+
+  // Matmul baseline: the MLP up-projection shape.
+  const int64_t bm = n, bk = h, bn = mlp;
+  kernels::Linear base(random_bf16({bn, bk}, 0.02f), Tensor());
+  const Tensor bx = random_f32({bm, bk}, 1.0f);
+  Tensor by = Tensor::empty(DType::f32, {bm, bn});
+  const double t_mm = time_best(repeats + 1, [&] { base.forward(bx.data<float>(), bm, by.mut<float>()); });
+  const double mm_gflops = 2.0 * bm * bk * bn / t_mm * 1e-9;
+  std::printf("baseline  kernels::Linear bf16 M=%lld K=%lld N=%lld: %.4f s, %.1f GFLOP/s\n", static_cast<long long>(bm),
+              static_cast<long long>(bk), static_cast<long long>(bn), t_mm, mm_gflops);
+
+  // Full-size block weights, through a safetensors file as from a checkpoint.
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "fluxcpp-bench-flux-block";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "blocks.safetensors").string();
+  double t0 = now_s();
+  const bool keep = std::getenv("FLUX_BENCH_KEEP") != nullptr;  // reuse the file across runs (same contents)
+  if (!keep || !std::filesystem::exists(path)) {
+    write_safetensors(path, block_tensors(p));
+    std::printf("wrote %s (%.2f GB) in %.1f s\n", path.c_str(), std::filesystem::file_size(path) * 1e-9, now_s() - t0);
+  }
+  WeightStore store = WeightStore::open(path);
+  transformer::FluxWeights w(store, false);
+  t0 = now_s();
+  const auto dbl = transformer::DoubleStreamBlock::bind(w, "double_blocks.0.", p);
+  const auto sgl = transformer::SingleStreamBlock::bind(w, "single_blocks.0.", p);
+  store.finish("bench blocks");
+  std::printf("bound both blocks in %.1f s\n", now_s() - t0);
+
+  // Inputs: text ids 0, image ids (0, row, col) of a square-ish grid.
+  Tensor ids = Tensor::zeros(DType::f32, {n, 3});
+  const auto side = static_cast<int64_t>(std::sqrt(static_cast<double>(n_img)));
+  for (int64_t i = 0; i < n_img; ++i) {
+    ids.mut<float>()[(n_txt + i) * 3 + 1] = static_cast<float>(i / side);
+    ids.mut<float>()[(n_txt + i) * 3 + 2] = static_cast<float>(i % side);
+  }
+  const transformer::PositionEmbedding pe = transformer::EmbedND{p.axes_dim, p.theta}.forward(ids);
+  const Tensor silu_vec = random_f32({1, h}, 1.0f);
+  const Tensor x0 = random_f32({n, h}, 1.0f);
+  Tensor x = x0.clone();
+  transformer::Workspace ws(p, n_txt, n_img);
+
+  const double attn_flop = 4.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(h);
+  const double dbl_flop = 2.0 * n * (3 * h * h + h * h + 2 * h * mlp) + 2.0 * 2 * 6 * h * h + attn_flop;
+  const double sgl_flop = 2.0 * n * (h * (3 * h + mlp) + (h + mlp) * h) + 2.0 * 3 * h * h + attn_flop;
+  const double t_dbl = time_best(repeats, [&] {
+    std::copy_n(x0.data<float>(), x0.numel(), x.mut<float>());
+    dbl.forward(x.mut<float>(), silu_vec, pe, ws);
+  });
+  const double t_sgl = time_best(repeats, [&] {
+    std::copy_n(x0.data<float>(), x0.numel(), x.mut<float>());
+    sgl.forward(x.mut<float>(), silu_vec, pe, ws);
+  });
+
+  // Breakdown: the block's matmuls alone, and the attention kernel alone; the rest is norms, RoPE, copies.
+  const auto lin = [&](const nn::Linear& l, int64_t rows, const Tensor& in, Tensor& out) {
+    l.op.forward(in.data<float>(), rows, out.mut<float>());
+  };
+  Tensor mod_in = random_f32({1, h}, 1.0f);
+  const double t_dbl_mm = time_best(repeats, [&] {
+    for (const auto* s : {&dbl.img_attn, &dbl.txt_attn}) {
+      const int64_t rows = s == &dbl.img_attn ? n_img : n_txt;
+      lin(s->qkv, rows, ws.x_mod, ws.wide);
+      lin(s->proj, rows, ws.attn, ws.out);
+    }
+    for (const auto* m : {&dbl.img_mlp, &dbl.txt_mlp}) {
+      const int64_t rows = m == &dbl.img_mlp ? n_img : n_txt;
+      lin(m->fc1, rows, ws.x_mod, ws.wide);
+      lin(m->fc2, rows, ws.wide, ws.out);
+    }
+    dbl.img_mod.forward(mod_in);
+    dbl.txt_mod.forward(mod_in);
+  });
+  const double t_sgl_mm = time_best(repeats, [&] {
+    lin(sgl.linear1, n, ws.x_mod, ws.wide);
+    lin(sgl.linear2, n, ws.cat, ws.out);
+    sgl.modulation.forward(mod_in);
+  });
+  kernels::AttentionParams ap;
+  ap.n_heads = p.num_heads;
+  ap.len_q = ap.len_k = n;
+  ap.head_dim = h / p.num_heads;
+  ap.scale = 1.0f / std::sqrt(static_cast<float>(ap.head_dim));
+  const double t_attn = time_best(repeats, [&] {
+    kernels::attention(ap, ws.q.data<float>(), ws.k.data<float>(), ws.v.data<float>(), ws.attn.mut<float>());
+  });
+  bool finite = true;
+  for (int64_t i = 0; i < x.numel(); ++i) finite = finite && std::isfinite(x.data<float>()[i]);
+
+  std::printf("tokens    %lld text + %lld image = %lld\n", static_cast<long long>(n_txt), static_cast<long long>(n_img),
+              static_cast<long long>(n));
+  std::printf("DoubleStreamBlock: %.3f s, %.1f GFLOP -> %.1f GFLOP/s (%.0f%% of the matmul baseline)\n", t_dbl,
+              dbl_flop * 1e-9, dbl_flop / t_dbl * 1e-9, 100.0 * dbl_flop / t_dbl * 1e-9 / mm_gflops);
+  std::printf("SingleStreamBlock: %.3f s, %.1f GFLOP -> %.1f GFLOP/s (%.0f%% of the matmul baseline)\n", t_sgl,
+              sgl_flop * 1e-9, sgl_flop / t_sgl * 1e-9, 100.0 * sgl_flop / t_sgl * 1e-9 / mm_gflops);
+  std::printf("  breakdown double: matmuls %.3f s (%.1f GFLOP/s), attention %.3f s (%.1f GFLOP/s), rest %.3f s\n",
+              t_dbl_mm, (dbl_flop - attn_flop) / t_dbl_mm * 1e-9, t_attn, attn_flop / t_attn * 1e-9,
+              t_dbl - t_dbl_mm - t_attn);
+  std::printf("  breakdown single: matmuls %.3f s (%.1f GFLOP/s), attention %.3f s, rest %.3f s\n", t_sgl_mm,
+              (sgl_flop - attn_flop) / t_sgl_mm * 1e-9, t_attn, t_sgl - t_sgl_mm - t_attn);
+  const double step = 19 * t_dbl + 38 * t_sgl;
+  const double step_flop = 19 * dbl_flop + 38 * sgl_flop;
+  std::printf("per step (19 double + 38 single): %.1f s extrapolated, %.2f TFLOP; at the baseline's rate: %.1f s\n",
+              step, step_flop * 1e-12, step_flop / (mm_gflops * 1e9));
+  std::printf("output finite: %s\n", finite ? "yes" : "NO");
+  if (!keep) std::filesystem::remove_all(dir);
+  return finite ? 0 : 1;
+}

@@ -1,0 +1,169 @@
+// bench_matmul: the FLUX linear layers (M = 1280 tokens) through kernels::Linear (f32 and bf16 weights,
+// prepacked and per-call), our own matmul_f32, and a plain oneDNN matmul written here as the baseline, all in
+// the same run; then one FLUX-sized attention. Each figure: warm-up, then the best of a few repetitions.
+// Usage: bench_matmul [reps [attention]]   (default 2 repetitions; "attention" runs only the attention line)
+#include "kernels/matmul.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <dnnl.hpp>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/cpu.h"
+#include "base/thread_pool.h"
+#include "kernels/attention.h"
+#include "kernels/internal.h"
+#include "tensor/convert.h"
+#include "tensor/tensor.h"
+
+namespace {
+
+using namespace flux;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+double best_seconds(int reps, const std::function<void()>& fn) {
+  fn();  // warm-up (also creates cached primitives)
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+std::vector<float> random_vector(size_t n, uint32_t seed) {
+  std::vector<float> v(n);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// A plain oneDNN matmul y = x W^T + b, weights reordered once into the preferred layout: the baseline.
+struct OnednnMatmul {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+  dnnl::memory src, wei, bias, dst;
+
+  OnednnMatmul(dt type, int64_t m, int64_t k, int64_t n, const void* x, const void* w_nk, const float* b, float* y) {
+    const dnnl::memory::desc src_md({m, k}, type, tag::ab), w_any({k, n}, type, tag::any);
+    const dnnl::memory::desc bias_md({1, n}, dt::f32, tag::ab), dst_md({m, n}, dt::f32, tag::ab);
+    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, w_any, bias_md, dst_md), eng);
+    prim = dnnl::matmul(pd);
+    src = dnnl::memory(src_md, eng, const_cast<void*>(x));
+    dnnl::memory w_plain({{k, n}, type, tag::ba}, eng, const_cast<void*>(w_nk));
+    wei = dnnl::memory(pd.weights_desc(), eng);
+    dnnl::stream s(eng);
+    dnnl::reorder(w_plain, wei).execute(s, w_plain, wei);
+    s.wait();
+    bias = dnnl::memory(bias_md, eng, const_cast<float*>(b));
+    dst = dnnl::memory(dst_md, eng, y);
+  }
+  void run() {
+    dnnl::stream s(eng);
+    prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
+    s.wait();
+  }
+};
+
+void row(const char* name, double flop, double seconds, double baseline_seconds) {
+  std::printf("  %-34s %9.1f ms %8.1f GFLOP/s   x%.2f of oneDNN\n", name, seconds * 1e3, flop / seconds * 1e-9,
+              baseline_seconds / seconds);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int reps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 2;
+  const bool attention_only = argc > 2 && std::string(argv[2]) == "attention";
+  const int64_t m = 1280;
+  const bool has_bf16 = cpu_features().avx512_bf16;
+  const bool bf16_products = kernels::linear_compute_dtype() == DType::bf16;
+  std::printf("bench_matmul: M = %lld, %d threads, isa %s, cpu: %s; best of %d after a warm-up\n",
+              static_cast<long long>(m), hardware_threads(), isa_name(isa_level()), cpu_features().describe().c_str(),
+              reps);
+  std::printf("16-bit weights multiply in %s (linear_compute_dtype)\n", dtype_name(kernels::linear_compute_dtype()));
+  struct KN {
+    int64_t k, n;
+  };
+  const std::vector<float> x = random_vector(size_t(m) * 12288, 1);
+  std::vector<uint16_t> x_bf16(x.size());
+  convert_f32_to_bf16(x.data(), x_bf16.data(), x.size());
+  std::vector<KN> shapes{{3072, 9216}, {3072, 3072}, {3072, 12288}, {12288, 3072}};
+  if (attention_only) shapes.clear();
+  for (KN s : shapes) {
+    const double flop = 2.0 * double(m) * double(s.k) * double(s.n);
+    std::printf("\n%lld x %lld x %lld (M x K x N), %.1f GFLOP\n", static_cast<long long>(m),
+                static_cast<long long>(s.k), static_cast<long long>(s.n), flop * 1e-9);
+    const std::vector<float> w = random_vector(size_t(s.n * s.k), 2);
+    const std::vector<float> b = random_vector(size_t(s.n), 3);
+    Tensor w32 = Tensor::from_f32({s.n, s.k}, w);
+    Tensor w16 = w32.to(DType::bf16);
+    Tensor bias = Tensor::from_f32({s.n}, b);
+    std::vector<float> y(size_t(m * s.n));
+
+    double base_f32 = 0, base_bf16 = 0;
+    {
+      OnednnMatmul ref(dt::f32, m, s.k, s.n, x.data(), w.data(), b.data(), y.data());
+      base_f32 = best_seconds(reps, [&] { ref.run(); });
+      row("oneDNN f32 (baseline)", flop, base_f32, base_f32);
+    }
+    if (has_bf16) {
+      OnednnMatmul ref(dt::bf16, m, s.k, s.n, x_bf16.data(), data_u16(w16), b.data(), y.data());
+      base_bf16 = best_seconds(reps, [&] { ref.run(); });
+      row("oneDNN bf16 (baseline)", flop, base_bf16, base_f32);
+    }
+    {
+      kernels::Linear lin(w32, bias);
+      row("Linear f32 prepacked", flop, best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); }), base_f32);
+    }
+    {
+      kernels::Linear lin(w16, bias);
+      const double t = best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); });
+      row(bf16_products ? "Linear bf16 prepacked (bf16 prod.)" : "Linear bf16 prepacked (f32 prod.)", flop, t,
+          base_f32);
+    }
+    if (has_bf16 && !bf16_products) {
+      kernels::detail::force_bf16_products(1);
+      kernels::Linear lin(w16, bias);
+      kernels::detail::force_bf16_products(-1);
+      const double t = best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); });
+      row("Linear bf16 prepacked, bf16 forced", flop, t, base_f32);
+      std::printf("  %-34s x%.2f of oneDNN bf16\n", "", base_bf16 / t);
+    }
+    {
+      kernels::Linear lin(w32, bias, kernels::WeightMode::per_call);
+      row("Linear f32 per_call", flop, best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); }), base_f32);
+    }
+    {
+      kernels::Linear lin(w16, bias, kernels::WeightMode::per_call);
+      row("Linear bf16 per_call", flop, best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); }), base_f32);
+    }
+    row("matmul_f32 (ours, no oneDNN)", flop,
+        best_seconds(std::max(1, reps - 1),
+                     [&] { kernels::matmul_f32(x.data(), w.data(), b.data(), y.data(), m, s.k, s.n); }),
+        base_f32);
+  }
+
+  {
+    const int64_t heads = 24, len = 1280, dim = 128;
+    const double flop = 4.0 * double(heads) * double(len) * double(len) * double(dim);
+    const std::vector<float> q = random_vector(size_t(heads * len * dim), 4), k = random_vector(q.size(), 5),
+                             v = random_vector(q.size(), 6);
+    std::vector<float> out(q.size());
+    kernels::AttentionParams p{.n_heads = heads, .len_q = len, .len_k = len, .head_dim = dim, .scale = 0.08838835f};
+    const double t = best_seconds(reps, [&] { kernels::attention(p, q.data(), k.data(), v.data(), out.data()); });
+    std::printf("\nattention %lld heads x %lld tokens x head_dim %lld (%.1f GFLOP): %.1f ms, %.1f GFLOP/s\n",
+                static_cast<long long>(heads), static_cast<long long>(len), static_cast<long long>(dim), flop * 1e-9,
+                t * 1e3, flop / t * 1e-9);
+  }
+  return 0;
+}

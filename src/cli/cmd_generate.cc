@@ -1,0 +1,188 @@
+// `fluxcpp generate`: one image from a prompt. Model from --model DIR (diffusers folder or a folder of BFL single
+// files) and/or single files (--diffusion-model, --vae, --clip-l, --t5xxl, --tokenizers). Writes a PNG with the
+// generation parameters in a tEXt chunk "parameters". A progress bar (stage, step k/N, elapsed, ETA) goes to
+// stderr, per-stage timings at the end.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "base/error.h"
+#include "base/thread_pool.h"
+#include "cli/command.h"
+#include "io/image.h"
+#include "io/safetensors.h"
+#include "pipeline/pipeline.h"
+
+namespace flux::cli {
+namespace {
+
+struct GenerateOptions {
+  ModelPaths paths;
+  std::string prompt;
+  int width = 1024, height = 1024;
+  int steps = 0;
+  float guidance = 3.5f;
+  uint64_t seed = 0;
+  std::string noise;
+  std::string output = "out.png";
+  int threads = 0;
+  bool quiet = false;
+};
+
+std::string human_bytes(uint64_t b) {
+  char buf[32];
+  if (b >= (uint64_t{1} << 30))
+    std::snprintf(buf, sizeof buf, "%.2f GiB", b / double(uint64_t{1} << 30));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f MiB", b / double(1 << 20));
+  return buf;
+}
+
+// One status line on stderr: rewritten in place on a terminal, one line per update otherwise.
+class StatusLine {
+ public:
+  explicit StatusLine(bool quiet) : quiet_(quiet), tty_(isatty(2) != 0) {}
+  void show(const std::string& s, bool important = false) {
+    if (quiet_) return;
+    if (tty_) {
+      std::fprintf(stderr, "\r%-79s", s.c_str());
+      std::fflush(stderr);
+      dirty_ = true;
+    } else if (important) {
+      std::fprintf(stderr, "%s\n", s.c_str());
+    }
+  }
+  void end() {
+    if (dirty_) std::fprintf(stderr, "\n");
+    dirty_ = false;
+  }
+
+ private:
+  bool quiet_, tty_, dirty_ = false;
+};
+
+std::string bar(int done, int total, int width = 20) {
+  std::string s = "[";
+  const int filled = total > 0 ? done * width / total : 0;
+  for (int i = 0; i < width; ++i) s += i < filled ? '#' : '.';
+  return s + "]";
+}
+
+Tensor read_noise(const std::string& path) {
+  const SafetensorsFile f = SafetensorsFile::open(path);
+  FLUX_CHECK(f.find("noise") != nullptr, path, ": no tensor 'noise' (expected F32 [1, 16, H/8, W/8])");
+  const Tensor t = f.tensor("noise");
+  FLUX_CHECK(
+      is_float(t.dtype()) && (t.ndim() == 4 || t.ndim() == 3) && t.dim(-3) == 16 && (t.ndim() == 3 || t.dim(0) == 1),
+      path, ": tensor 'noise' expected [1, 16, H/8, W/8], got ", t.describe());
+  return t.to(DType::f32).clone();
+}
+
+int run_generate(const GenerateOptions& o, bool width_given, bool height_given) {
+  using Clock = std::chrono::steady_clock;
+  GenerateRequest request;
+  request.prompt = o.prompt;
+  request.width = o.width;
+  request.height = o.height;
+  request.steps = o.steps;
+  request.guidance = o.guidance;
+  request.seed = o.seed;
+  if (!o.noise.empty()) {
+    request.noise = read_noise(o.noise);
+    const int nh = static_cast<int>(request.noise.dim(-2)) * 8, nw = static_cast<int>(request.noise.dim(-1)) * 8;
+    if (!width_given) request.width = nw;
+    if (!height_given) request.height = nh;
+    FLUX_CHECK(request.width == nw && request.height == nh, "--noise ", o.noise, ": ", request.noise.describe(),
+               " is a ", nw, "x", nh, " image's noise, but the size asked is ", request.width, "x", request.height);
+  }
+  check_image_size(request.width, request.height);  // before loading anything
+  if (o.threads > 0) set_default_threads(o.threads);
+
+  StatusLine status(o.quiet);
+  const auto t0 = Clock::now();
+  LoadOptions load_options;
+  load_options.n_threads = o.threads;
+  auto pipeline =
+      Pipeline::load(o.paths, load_options, [&](const std::string& component, uint64_t done, uint64_t total) {
+        const int pct = total ? static_cast<int>(100.0 * done / total) : 100;
+        status.show(str_cat("loading ", component, " ", bar(pct, 100), " ", pct, "% (", human_bytes(done), " / ",
+                            human_bytes(total), ")"));
+      });
+  const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  status.end();
+  pipeline->validate(request);
+
+  double denoise_start = -1;
+  const GenerateResult result =
+      pipeline->run(request,
+                    [&](const ProgressEvent& e) {
+                      char line[160];
+                      if (e.stage == Stage::encode_text) {
+                        std::snprintf(line, sizeof line, "encoding the prompt ...  elapsed %.1f s", e.elapsed_s);
+                      } else if (e.stage == Stage::denoise) {
+                        if (e.step == 0) denoise_start = e.elapsed_s;
+                        const double per_step = e.step > 0 ? (e.elapsed_s - denoise_start) / e.step : 0;
+                        char eta[32] = "?";
+                        if (e.step > 0) std::snprintf(eta, sizeof eta, "%.1f s", per_step * (e.total - e.step));
+                        std::snprintf(line, sizeof line, "denoise %s step %d/%d  elapsed %.1f s  ETA %s",
+                                      bar(e.step, e.total).c_str(), e.step, e.total, e.elapsed_s, eta);
+                      } else {
+                        std::snprintf(line, sizeof line, "decoding ...  elapsed %.1f s", e.elapsed_s);
+                      }
+                      status.show(line, e.stage == Stage::denoise && e.step == e.total);
+                    },
+                    {});
+  status.end();
+
+  const int steps = result.steps;
+  const std::string params =
+      str_cat("prompt: ", request.prompt, "; width: ", request.width, "; height: ", request.height, "; steps: ", steps,
+              "; guidance: ", request.guidance, "; seed: ", o.noise.empty() ? std::to_string(result.seed) : "-",
+              o.noise.empty() ? "" : "; noise: " + o.noise, "; model: ", pipeline->describe(), "; sampler: euler");
+  write_png(o.output, result.image, {{"parameters", params}});
+  if (result.prompt_truncated && !o.quiet)
+    std::fprintf(stderr, "warning: the prompt was truncated (CLIP keeps 77 tokens, T5 %d)\n",
+                 t5_length(pipeline->variant()));
+  const StageTimings& t = result.timings;
+  if (!o.quiet)
+    std::fprintf(
+        stderr, "timings: load %.2f s, encode_text %.2f s, denoise %.2f s (%.3f s/step), decode %.2f s, total %.2f s\n",
+        load_s, t.encode_text_s, t.denoise_s, steps > 0 ? t.denoise_s / steps : 0.0, t.decode_s, t.total_s);
+  std::printf("wrote %s (%dx%d, %d steps, seed %llu)\n", o.output.c_str(), result.image.width, result.image.height,
+              steps, static_cast<unsigned long long>(result.seed));
+  return 0;
+}
+
+const CommandRegistrar reg(
+    {"generate", "generate an image from a prompt", [](CLI::App& sub) {
+       auto o = std::make_shared<GenerateOptions>();
+       sub.add_option("--model", o->paths.model_dir, "model folder: diffusers layout or BFL single files");
+       sub.add_option("--diffusion-model", o->paths.diffusion_model,
+                      "transformer file (flux1-schnell/dev.safetensors, BFL names)");
+       sub.add_option("--vae", o->paths.vae, "autoencoder file (ae.safetensors)");
+       sub.add_option("--clip-l", o->paths.clip_l, "CLIP-L text encoder (clip_l.safetensors)");
+       sub.add_option("--t5xxl", o->paths.t5xxl, "T5-XXL encoder (t5xxl_fp16.safetensors)");
+       sub.add_option("--tokenizers", o->paths.tokenizers, "folder with tokenizer/ + tokenizer_2/ (or clip-l/ + t5/)");
+       sub.add_option("-p,--prompt", o->prompt, "the prompt")->required();
+       auto* w = sub.add_option("-W,--width", o->width, "width in pixels, multiple of 16 (1024)");
+       auto* h = sub.add_option("-H,--height", o->height, "height in pixels, multiple of 16 (1024)");
+       sub.add_option("--steps", o->steps, "sampling steps (default: schnell 4, dev 28)");
+       sub.add_option("--guidance", o->guidance, "guidance strength, dev only (3.5)");
+       auto* s =
+           sub.add_option("--seed", o->seed, "noise seed (torch.manual_seed semantics: low 32 bits; default: random)");
+       sub.add_option("--noise", o->noise, "initial noise: safetensors with tensor 'noise' F32 [1, 16, H/8, W/8]");
+       sub.add_option("-o,--output", o->output, "output PNG (out.png)");
+       sub.add_option("-t,--threads", o->threads, "compute threads (default: all cores)");
+       sub.add_flag("-q,--quiet", o->quiet, "no progress output");
+       return [o, w, h, s] {
+         if (s->count() == 0) o->seed = std::random_device{}();  // torch seeds use 32 bits
+         return run_generate(*o, w->count() > 0, h->count() > 0);
+       };
+     }});
+
+}  // namespace
+}  // namespace flux::cli

@@ -1,0 +1,83 @@
+// `fluxcpp serve`: the HTTP server (DESIGN.md, "HTTP API"). Binds first (port 0 = any free port, printed as
+// "listening on http://HOST:PORT"), then loads the models in the background; /health answers throughout.
+#include <memory>
+#include <string>
+
+#include "base/log.h"
+#include "base/thread_pool.h"
+#include "cli/command.h"
+#include "engine/engine.h"
+#include "io/image.h"
+#include "pipeline/pipeline.h"
+#include "server/http_server.h"
+
+namespace flux::cli {
+namespace {
+
+struct ServeOptions {
+  ModelPaths paths;
+  server::ServerOptions server;
+  int queue_size = 8;
+  double result_ttl_s = 600;
+  int threads = 0;
+  bool warmup = false;
+  bool queue_while_loading = false;
+  bool low_memory = false;
+};
+
+int serve(const ServeOptions& o) {
+  FLUX_CHECK(!o.paths.model_dir.empty() || !o.paths.diffusion_model.empty(),
+             "serve: expected --model DIR or --diffusion-model FILE");
+  FLUX_CHECK(o.queue_size >= 1, "--queue-size: expected >= 1, got ", o.queue_size);
+  FLUX_CHECK(o.server.limits.max_pixels >= 64 * 64, "--max-pixels: expected >= 4096, got ", o.server.limits.max_pixels);
+  FLUX_CHECK(o.server.limits.max_steps >= 1, "--max-steps: expected >= 1, got ", o.server.limits.max_steps);
+  server::ServerOptions options = o.server;
+  // The default size is 1024x1024, or the largest square multiple of 16 within --max-pixels.
+  while (static_cast<int64_t>(options.limits.default_width) * options.limits.default_height > options.limits.max_pixels)
+    options.limits.default_width = options.limits.default_height = options.limits.default_width - 16;
+  return server::run_server(options, [&o] {
+    EngineOptions e;
+    e.queue_size = static_cast<size_t>(o.queue_size);
+    e.result_ttl_s = o.result_ttl_s;
+    e.queue_while_loading = o.queue_while_loading;
+    e.n_threads = o.threads;
+    e.warmup = o.warmup;
+    e.encoder = [](const Image& image) { return encode_png(image); };
+    LoadOptions load;
+    load.n_threads = 0;  // the engine sizes the kernel pool itself, at low priority (e.n_threads)
+    load.low_memory = o.low_memory;
+    const ModelPaths paths = o.paths;
+    return std::make_unique<Engine>(
+        [paths, load](const LoadProgress& progress) { return Pipeline::load(paths, load, progress); }, std::move(e));
+  });
+}
+
+CommandRegistrar reg(
+    {"serve", "HTTP server: OpenAI-compatible image generation, jobs with live progress, a web page",
+     [](CLI::App& sub) {
+       auto o = std::make_shared<ServeOptions>();
+       sub.add_option("--model", o->paths.model_dir, "diffusers model folder");
+       sub.add_option("--diffusion-model", o->paths.diffusion_model, "transformer weights (flux1-*.safetensors)");
+       sub.add_option("--vae", o->paths.vae, "autoencoder weights (ae.safetensors)");
+       sub.add_option("--clip-l", o->paths.clip_l, "CLIP-L text encoder weights");
+       sub.add_option("--t5xxl", o->paths.t5xxl, "T5-XXL text encoder weights");
+       sub.add_option("--tokenizers", o->paths.tokenizers, "tokenizer folder");
+       sub.add_option("--host", o->server.host, "address to bind")->capture_default_str();
+       sub.add_option("--port", o->server.port, "port (0 = any free port)")->capture_default_str();
+       sub.add_option("--queue-size", o->queue_size, "jobs waiting at most")->capture_default_str();
+       sub.add_option("--max-pixels", o->server.limits.max_pixels, "largest width*height")->capture_default_str();
+       sub.add_option("--max-steps", o->server.limits.max_steps, "most steps per image")->capture_default_str();
+       sub.add_option("--max-n", o->server.limits.max_n, "most images per OpenAI request")->capture_default_str();
+       sub.add_option("--max-body", o->server.max_body, "largest request body (bytes)")->capture_default_str();
+       sub.add_option("--threads", o->threads, "compute threads (0 = cores)")->capture_default_str();
+       sub.add_option("--result-ttl", o->result_ttl_s, "seconds a finished job is kept")->capture_default_str();
+       sub.add_option("--timeout", o->server.timeout_s, "seconds to read a request or write a response")
+           ->capture_default_str();
+       sub.add_flag("--warmup", o->warmup, "run one small generation before /ready turns 200");
+       sub.add_flag("--queue-while-loading", o->queue_while_loading, "accept jobs while the models load (else 503)");
+       sub.add_flag("--low-memory", o->low_memory, "reorder weights per call (less RAM)");
+       return [o] { return serve(*o); };
+     }});
+
+}  // namespace
+}  // namespace flux::cli

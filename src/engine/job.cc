@@ -1,0 +1,71 @@
+#include "engine/job.h"
+
+namespace flux {
+
+const char* job_status_name(JobStatus s) {
+  switch (s) {
+    case JobStatus::queued:
+      return "queued";
+    case JobStatus::running:
+      return "running";
+    case JobStatus::completed:
+      return "completed";
+    case JobStatus::failed:
+      return "failed";
+    case JobStatus::cancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+const char* job_event_name(JobEventKind k) {
+  switch (k) {
+    case JobEventKind::queued:
+      return "queued";
+    case JobEventKind::started:
+      return "started";
+    case JobEventKind::step:
+      return "step";
+    case JobEventKind::completed:
+      return "completed";
+    case JobEventKind::failed:
+      return "failed";
+    case JobEventKind::cancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+JobInfo job_info(const Job& job, int position, Job::Clock::time_point now) {
+  using seconds = std::chrono::duration<double>;
+  JobInfo info;
+  info.id = job.id;
+  info.status = job.status;
+  info.position = job.status == JobStatus::queued ? position : 0;
+  if (job.last_step) {
+    info.step = job.last_step->step;
+    info.total = job.last_step->total;
+  }
+  info.width = job.request.width;
+  info.height = job.request.height;
+  info.steps = job.request.steps;
+  info.seed = job.request.seed;
+  if (job.status == JobStatus::queued) {
+    info.queued_s = seconds(now - job.created).count();
+  } else if (job.started != Job::Clock::time_point{}) {
+    info.queued_s = seconds(job.started - job.created).count();
+    const auto end = is_terminal(job.status) ? job.finished : now;
+    info.running_s = seconds(end - job.started).count();
+  } else {
+    info.queued_s = seconds(job.finished - job.created).count();  // cancelled while queued
+  }
+  if (job.result) {
+    info.timings = job.result->result.timings;
+    info.steps = job.result->result.steps;
+    info.step = info.total = job.result->result.steps;
+  }
+  info.error = job.error;
+  return info;
+}
+
+}  // namespace flux

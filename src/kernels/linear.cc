@@ -1,0 +1,245 @@
+// kernels::Linear on oneDNN's matmul: y[M, N] = x[M, K] W^T + b, W stored [N, K] (read by oneDNN as a
+// [K, N] matrix with format "ba"). The weight is reordered into the layout oneDNN prefers (format any) once
+// at construction (WeightMode::prepacked) or per call into a reused per-thread scratch (WeightMode::per_call).
+// Compute type: f32 for f32 weights; for bf16/f16/f8 weights see linear_compute_dtype() (bf16 x bf16 -> f32
+// where AVX512_BF16 is fast, else f32 with the weight widened). Primitives are cached per M (the token count varies).
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <dnnl.hpp>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "base/aligned_buffer.h"
+#include "base/cpu.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "base/thread_pool.h"
+#include "kernels/internal.h"
+#include "kernels/matmul.h"
+#include "tensor/convert.h"
+
+namespace flux::kernels {
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// M used to pick the packed weight layout; the per-M primitives then take that layout as given.
+constexpr int64_t kLayoutM = 1024;
+constexpr size_t kMaxCachedM = 16;
+
+// Rows of w [n, k] (any float dtype) -> dst as f32 or bf16 [n, k], threaded over rows.
+void widen_rows(const Tensor& w, DType to, void* dst) {
+  const int64_t n = w.dim(0), k = w.dim(1);
+  const size_t src_row = static_cast<size_t>(k) * dtype_size(w.dtype());
+  const size_t dst_row = static_cast<size_t>(k) * dtype_size(to);
+  const auto* src = static_cast<const uint8_t*>(w.raw());
+  auto* out = static_cast<uint8_t*>(dst);
+  parallel_for(
+      n,
+      [&](int64_t r0, int64_t r1) {
+        std::vector<float> row(to == DType::f32 ? 0 : static_cast<size_t>(k));
+        for (int64_t r = r0; r < r1; ++r) {
+          const void* s = src + r * src_row;
+          if (to == DType::f32) {
+            convert_to_f32(w.dtype(), s, reinterpret_cast<float*>(out + r * dst_row), static_cast<size_t>(k));
+          } else {
+            convert_to_f32(w.dtype(), s, row.data(), static_cast<size_t>(k));
+            convert_from_f32(row.data(), to, out + r * dst_row, static_cast<size_t>(k));
+          }
+        }
+      },
+      16);
+}
+
+// Whether this CPU's bf16 dot products beat f32 FMA by enough to pay for rounding the activations.
+bool bf16_is_faster() {
+  static const bool faster = [] {
+    if (const char* env = std::getenv("FLUX_MATMUL_BF16")) return std::strcmp(env, "0") != 0;
+    const double speedup = detail::avx512::bf16_dot_speedup();
+    log_info("matmul: bf16 dot product runs at ", speedup, "x the f32 FMA flops: 16-bit weights use ",
+             speedup > 1.2 ? "bf16" : "f32", " products");
+    return speedup > 1.2;
+  }();
+  return faster;
+}
+
+struct Primitive {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+};
+
+}  // namespace
+
+struct Linear::Impl {
+  int64_t n = 0, k = 0;
+  WeightMode mode = WeightMode::prepacked;
+  DType compute = DType::f32;  // f32 or bf16: the dtype oneDNN multiplies
+  Tensor weight;               // storage form [N, K]; kept only in per_call mode
+  std::vector<float> bias;     // [N] or empty
+  dnnl::memory::desc packed_md;
+  AlignedBuffer packed;  // prepacked mode: the weight in packed_md's layout
+
+  mutable std::mutex mutex;
+  mutable std::map<int64_t, std::shared_ptr<const Primitive>> by_m;
+
+  dt compute_dt() const { return compute == DType::bf16 ? dt::bf16 : dt::f32; }
+
+  std::shared_ptr<const Primitive> primitive(int64_t m) const {
+    std::lock_guard lock(mutex);
+    // A handful of M values recur (text length, image tokens); drop them all if many sizes come by. Calls in
+    // flight keep their primitive alive through the shared_ptr.
+    if (by_m.size() >= kMaxCachedM && by_m.find(m) == by_m.end()) by_m.clear();
+    auto& slot = by_m[m];
+    if (!slot) {
+      const dnnl::memory::desc src({m, k}, compute_dt(), tag::ab), dst({m, n}, dt::f32, tag::ab);
+      const dnnl::memory::desc b = bias.empty() ? dnnl::memory::desc() : dnnl::memory::desc({1, n}, dt::f32, tag::ab);
+      auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, packed_md, b, dst), cpu_engine());
+      slot = std::make_shared<const Primitive>(Primitive{pd, dnnl::matmul(pd)});
+    }
+    return slot;
+  }
+
+  // Reorders the plain [N, K] weight (in the compute dtype) into `out` (packed_md's layout).
+  void reorder_into(const void* plain, dt plain_type, void* out) const {
+    dnnl::memory src({{k, n}, plain_type, tag::ba}, cpu_engine(), const_cast<void*>(plain));
+    dnnl::memory dst(packed_md, cpu_engine(), out);
+    default_pool().adopt_caller();  // oneDNN runs on the pool's OpenMP threads
+    dnnl::stream stream(cpu_engine());
+    dnnl::reorder(src, dst).execute(stream, src, dst);
+    stream.wait();
+  }
+
+  // Packs the storage-form weight into `out`, using `plain` as scratch when a widening is needed (oneDNN's
+  // reorder converts bf16 -> f32 itself; f16 and f8 are widened here first).
+  void pack(const Tensor& w, AlignedBuffer& plain, void* out) const {
+    if (w.dtype() == compute || (w.dtype() == DType::bf16 && compute == DType::f32)) {
+      reorder_into(w.raw(), w.dtype() == DType::bf16 ? dt::bf16 : dt::f32, out);
+      return;
+    }
+    plain.resize(static_cast<size_t>(n * k) * dtype_size(compute));
+    widen_rows(w, compute, plain.data());
+    reorder_into(plain.data(), compute_dt(), out);
+  }
+};
+
+namespace {
+std::atomic<int> g_force_bf16{-1};
+}  // namespace
+
+void detail::force_bf16_products(int mode) { g_force_bf16 = mode; }
+
+DType linear_compute_dtype() {
+  if (!cpu_features().avx512_bf16) return DType::f32;
+  const int forced = g_force_bf16.load();
+  const bool bf16 = forced >= 0 ? forced == 1 : bf16_is_faster();
+  return bf16 ? DType::bf16 : DType::f32;
+}
+
+Linear::Linear() = default;
+Linear::~Linear() = default;
+Linear::Linear(Linear&&) noexcept = default;
+Linear& Linear::operator=(Linear&&) noexcept = default;
+
+Linear::Linear(Tensor weight, Tensor bias, WeightMode mode) : impl_(std::make_unique<Impl>()) {
+  FLUX_CHECK(weight.defined(), "Linear: weight is undefined");
+  FLUX_CHECK(weight.ndim() == 2, "Linear: weight must be 2-D [out, in], got ", weight.describe());
+  const DType d = weight.dtype();
+  FLUX_CHECK(d == DType::f32 || d == DType::bf16 || d == DType::f16 || d == DType::f8_e4m3,
+             "Linear: weight dtype must be f32, bf16, f16 or f8_e4m3, got ", weight.describe());
+  Impl& im = *impl_;
+  im.n = weight.dim(0);
+  im.k = weight.dim(1);
+  FLUX_CHECK(im.n > 0 && im.k > 0, "Linear: empty weight ", weight.describe());
+  im.mode = mode;
+  im.compute = d == DType::f32 ? DType::f32 : linear_compute_dtype();
+  if (bias.defined()) {
+    FLUX_CHECK(bias.numel() == im.n && is_float(bias.dtype()), "Linear: bias must be float [", im.n, "], got ",
+               bias.describe());
+    const Tensor b = bias.to(DType::f32);
+    im.bias.assign(b.data<float>(), b.data<float>() + im.n);
+  }
+  {
+    const dnnl::memory::desc src({kLayoutM, im.k}, im.compute_dt(), tag::ab);
+    const dnnl::memory::desc wany({im.k, im.n}, im.compute_dt(), tag::any);
+    const dnnl::memory::desc dst({kLayoutM, im.n}, dt::f32, tag::ab);
+    const dnnl::memory::desc b =
+        im.bias.empty() ? dnnl::memory::desc() : dnnl::memory::desc({1, im.n}, dt::f32, tag::ab);
+    auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wany, b, dst), cpu_engine());
+    im.packed_md = pd.weights_desc();
+  }
+  if (mode == WeightMode::prepacked) {
+    im.packed.resize(im.packed_md.get_size());
+    AlignedBuffer plain;
+    im.pack(weight, plain, im.packed.data());
+  } else {
+    im.weight = std::move(weight);
+  }
+}
+
+int64_t Linear::in_features() const { return impl_ ? impl_->k : 0; }
+int64_t Linear::out_features() const { return impl_ ? impl_->n : 0; }
+size_t Linear::packed_bytes() const { return impl_ && impl_->mode == WeightMode::prepacked ? impl_->packed.size() : 0; }
+
+void Linear::forward(const float* x, int64_t m, float* y) const {
+  FLUX_CHECK(impl_ != nullptr, "Linear::forward on an undefined Linear");
+  FLUX_CHECK(m >= 0, "Linear::forward: negative row count ", m);
+  if (m == 0) return;
+  const Impl& im = *impl_;
+  // Per-thread scratch, grown only: concurrent calls from different threads never share it.
+  thread_local AlignedBuffer x_bf16, plain, packed;
+
+  const void* weights = im.packed.data();
+  if (im.mode == WeightMode::per_call) {
+    packed.resize(im.packed_md.get_size());
+    im.pack(im.weight, plain, packed.data());
+    weights = packed.data();
+  }
+  const void* src = x;
+  if (im.compute == DType::bf16) {
+    x_bf16.resize(static_cast<size_t>(m * im.k) * 2);
+    auto* xb = x_bf16.as<uint16_t>();
+    parallel_for(
+        m,
+        [&](int64_t r0, int64_t r1) {
+          convert_f32_to_bf16(x + r0 * im.k, xb + r0 * im.k, static_cast<size_t>((r1 - r0) * im.k));
+        },
+        std::max<int64_t>(1, 4096 / im.k));
+    src = xb;
+  }
+  const auto p = im.primitive(m);
+  dnnl::engine& eng = cpu_engine();
+  dnnl::memory src_mem(p->pd.src_desc(), eng, const_cast<void*>(src));
+  dnnl::memory w_mem(p->pd.weights_desc(), eng, const_cast<void*>(weights));
+  dnnl::memory dst_mem(p->pd.dst_desc(), eng, y);
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, dst_mem}};
+  if (!im.bias.empty()) {
+    args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->pd.bias_desc(), eng, const_cast<float*>(im.bias.data())));
+  }
+  default_pool().adopt_caller();  // oneDNN runs on the pool's OpenMP threads
+  dnnl::stream stream(eng);
+  p->prim.execute(stream, args);
+  stream.wait();
+}
+
+Tensor Linear::forward(const Tensor& x) const {
+  FLUX_CHECK(impl_ != nullptr, "Linear::forward on an undefined Linear");
+  FLUX_CHECK(x.defined() && x.ndim() >= 1 && x.dim(-1) == impl_->k, "Linear: input last dim must be ", impl_->k,
+             ", got ", x.defined() ? x.describe() : std::string("undefined"));
+  const Tensor xf = x.to(DType::f32);
+  std::vector<int64_t> dims = x.shape().to_vector();
+  dims.back() = impl_->n;
+  Tensor y = Tensor::empty(DType::f32, Shape(std::span<const int64_t>(dims)));
+  forward(xf.data<float>(), x.numel() / impl_->k, y.mut<float>());
+  return y;
+}
+
+}  // namespace flux::kernels

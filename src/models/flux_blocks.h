@@ -1,0 +1,151 @@
+// The modules of the FLUX.1 transformer (BFL flux/modules/layers.py): MLPEmbedder, Modulation, QKNorm,
+// DoubleStreamBlock, SingleStreamBlock, LastLayer, EmbedND, bound by BFL checkpoint names through FluxWeights
+// (which maps diffusers names in one table, flux_names.cc). Used by flux.cc and by bench/flux_block.cc, which
+// binds one full-size block alone.
+//
+// Memory layout: the hidden state of both streams lives in ONE buffer x: F32 [n_txt + n_img, hidden], text rows
+// first -- the reference's cat((txt, img), 1) -- so the double blocks update row ranges in place and the single
+// blocks see the concatenation without a copy. Scratch buffers (Workspace) are allocated once per forward and
+// reused by every block: fresh multi-megabyte allocations per block would cost page faults on every step.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "io/weight_store.h"
+#include "models/flux.h"
+#include "models/nn.h"
+#include "tensor/tensor.h"
+
+namespace flux::transformer {
+
+// Binds tensors by BFL name from a store holding BFL names or diffusers FluxTransformer2DModel names.
+class FluxWeights {
+ public:
+  FluxWeights(WeightStore& store, bool diffusers, kernels::WeightMode mode = kernels::WeightMode::prepacked)
+      : store_(store), diffusers_(diffusers), mode_(mode) {}
+  // Diffusers names are recognised by x_embedder.weight.
+  static bool is_diffusers(const WeightStore& store);
+
+  // A tensor by BFL name: as stored (matmul weights) or widened to f32 (small parameters). From diffusers names
+  // it may be mapped, row-concatenated (q|k|v[|mlp]) or half-swapped (final-layer shift/scale). Undefined after
+  // a problem was recorded in the store (WeightStore::finish reports all of them).
+  Tensor get(const std::string& bfl_name, const Shape& shape, bool to_f32);
+  // Whether a BFL-named tensor (all its parts) is in the store; its stored shape (for diffusers: of its first
+  // part), empty if absent. Both detect the naming themselves.
+  static bool has(const WeightStore& store, const std::string& bfl_name);
+  static Shape shape_in(const WeightStore& store, const std::string& bfl_name);
+
+  nn::Linear linear(const std::string& prefix, int64_t in, int64_t out, bool bias = true);
+  nn::RMSNorm rms_norm(const std::string& name, int64_t dim, float eps);
+  WeightStore& store() { return store_; }
+
+ private:
+  WeightStore& store_;
+  bool diffusers_ = false;
+  kernels::WeightMode mode_ = kernels::WeightMode::prepacked;
+};
+
+// Rotary tables of the joint sequence: cos, sin F32 [n_rows, head_dim / 2].
+struct PositionEmbedding {
+  Tensor cos, sin;
+};
+
+// EmbedND: per axis i, pair j: angle = id[i] * theta^(-2j / axes_dim[i]); axes concatenated along the pairs.
+struct EmbedND {
+  std::array<int64_t, 3> axes_dim{};
+  float theta = 10000.0f;
+  // ids: F32 [n_rows, 3] -> tables [n_rows, sum(axes_dim) / 2]
+  PositionEmbedding forward(const Tensor& ids) const;
+};
+
+// Sinusoidal embedding of t * 1000 (BFL math.py timestep_embedding): F32 [1, dim] = [cos, sin].
+Tensor timestep_embedding(float t, int64_t dim);
+
+// Scratch buffers shared by all blocks of one forward pass.
+struct Workspace {
+  Workspace(const FluxParams& p, int64_t n_txt, int64_t n_img);
+  int64_t n_txt = 0, n_img = 0, n_rows = 0;
+  Tensor x_mod;    // F32 [n_rows, hidden]            normalised, modulated input of a projection
+  Tensor wide;     // F32 [n_rows, 3 hidden + mlp]    qkv (double), linear1 output (single), MLP hidden (double)
+  Tensor q, k, v;  // F32 [heads, n_rows, head_dim]   attention inputs, after QKNorm and RoPE (q, k)
+  Tensor attn;     // F32 [n_rows, hidden]            attention output, heads merged
+  Tensor cat;      // F32 [n_rows, hidden + mlp]      single-block linear2 input: [attn | gelu(mlp)]
+  Tensor out;      // F32 [n_rows, hidden]            projection output before its gated residual
+};
+
+struct MLPEmbedder {
+  nn::Linear in_layer, out_layer;
+  static MLPEmbedder bind(FluxWeights& w, const std::string& prefix, int64_t in, int64_t hidden);
+  Tensor forward(const Tensor& x) const;  // [1, in] -> [1, hidden]
+};
+
+// (shift, scale, gate) pointers into a Modulation output, each F32 [hidden].
+struct ModulationOut {
+  const float* shift = nullptr;
+  const float* scale = nullptr;
+  const float* gate = nullptr;
+};
+
+struct Modulation {
+  nn::Linear lin;
+  int64_t hidden = 0;
+  int multiplier = 3;  // 6 (double) or 3 (single)
+  static Modulation bind(FluxWeights& w, const std::string& prefix, int64_t hidden, bool is_double);
+  // silu_vec: F32 [1, hidden] -> [1, multiplier * hidden] (read through chunk())
+  Tensor forward(const Tensor& silu_vec) const { return lin.forward(silu_vec); }
+  ModulationOut chunk(const Tensor& out, int index) const;  // index 0 or 1 (double blocks)
+};
+
+struct QKNorm {
+  nn::RMSNorm query_norm, key_norm;  // F32 [head_dim] ("... .scale" in BFL names), eps 1e-6
+  static QKNorm bind(FluxWeights& w, const std::string& prefix, int64_t head_dim);
+};
+
+struct SelfAttention {
+  nn::Linear qkv;  // [3 hidden, hidden], rows (K H D)
+  QKNorm norm;
+  nn::Linear proj;  // [hidden, hidden]
+  static SelfAttention bind(FluxWeights& w, const std::string& prefix, const FluxParams& p);
+};
+
+struct MLP {
+  nn::Linear fc1, fc2;  // BFL "<prefix>.0" [mlp, hidden], "<prefix>.2" [hidden, mlp]; GELU (tanh) between
+  static MLP bind(FluxWeights& w, const std::string& prefix, int64_t hidden, int64_t mlp);
+};
+
+struct DoubleStreamBlock {
+  int64_t hidden = 0, num_heads = 0, mlp_hidden = 0;
+  Modulation img_mod, txt_mod;
+  SelfAttention img_attn, txt_attn;
+  MLP img_mlp, txt_mlp;
+
+  // prefix e.g. "double_blocks.3."
+  static DoubleStreamBlock bind(FluxWeights& w, const std::string& prefix, const FluxParams& p);
+  // x: F32 [n_txt + n_img, hidden] (text rows first), updated in place; silu_vec: F32 [1, hidden].
+  void forward(float* x, const Tensor& silu_vec, const PositionEmbedding& pe, Workspace& ws) const;
+};
+
+struct SingleStreamBlock {
+  int64_t hidden = 0, num_heads = 0, mlp_hidden = 0;
+  Modulation modulation;
+  nn::Linear linear1;  // [3 hidden + mlp, hidden]: q | k | v | mlp
+  nn::Linear linear2;  // [hidden, hidden + mlp]: input cat(attn, gelu_tanh(mlp))
+  QKNorm norm;
+
+  static SingleStreamBlock bind(FluxWeights& w, const std::string& prefix, const FluxParams& p);
+  // x: F32 [n_rows, hidden], updated in place.
+  void forward(float* x, const Tensor& silu_vec, const PositionEmbedding& pe, Workspace& ws) const;
+};
+
+struct LastLayer {
+  nn::Linear adaLN_modulation;  // BFL "final_layer.adaLN_modulation.1": [2 hidden, hidden] -> (shift, scale)
+  nn::Linear linear;            // [out_channels, hidden]
+  int64_t hidden = 0;
+  static LastLayer bind(FluxWeights& w, const std::string& prefix, int64_t hidden, int64_t out_channels);
+  // x: F32 [n, hidden] (n rows at `x`) -> [n, out_channels]
+  Tensor forward(const float* x, int64_t n, const Tensor& silu_vec) const;
+};
+
+}  // namespace flux::transformer

@@ -1,0 +1,40 @@
+// Request bodies -> typed structs, without sockets (so they are unit-tested and fuzzed directly). Every
+// refusal is an HttpError 400 whose message and `param` name the field, with expected vs got.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "pipeline/pipeline.h"
+
+namespace flux::server {
+
+struct Limits {
+  int64_t max_pixels = 1024 * 1024;  // width * height
+  int max_steps = 50;
+  int max_n = 4;  // images per OpenAI request
+  int default_width = 1024;
+  int default_height = 1024;
+};
+
+// POST /v1/images/generations (OpenAI fields + seed, steps, guidance) or POST /v1/jobs (the same, with
+// width + height as an alternative to size, plus preview).
+struct ImageRequest {
+  GenerateRequest generate;  // prompt, width, height, steps (0 = model default), guidance, seed, preview
+  int n = 1;
+  bool stream = false;     // OpenAI: answer with Server-Sent Events
+  int partial_images = 0;  // OpenAI streaming: previews sent before the final image (0..3)
+  std::string model;       // accepted, informative only (one model is served)
+};
+
+enum class Endpoint { openai, jobs };
+
+ImageRequest parse_image_request(std::string_view body, Endpoint endpoint, const Limits& limits);
+// "WxH" -> (W, H); throws HttpError naming `size`.
+std::pair<int, int> parse_size(const std::string& size);
+// Checks width/height against the limits (multiples of 16, at least 64, at most max_pixels).
+void check_size(int width, int height, const Limits& limits, const std::string& param);
+
+}  // namespace flux::server

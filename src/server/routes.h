@@ -1,0 +1,45 @@
+// The HTTP API (DESIGN.md table): requests -> responses, without sockets. Routes that answer at once return
+// a Response; routes that wait on a job (SSE, OpenAI synchronous or streamed generation) return what to wait
+// on, and the connection code (streaming.cc) does the waiting. Errors are thrown as HttpError.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "server/http_types.h"
+#include "server/metrics.h"
+#include "server/request.h"
+
+namespace flux::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;  // 0 = pick a free port
+  Limits limits;
+  size_t max_body = 1 << 20;  // bytes of a request body
+  double timeout_s = 30;      // reading a request / writing a response
+  double retry_after_s = 5;   // Retry-After for 429 and 503
+};
+
+// Shared by the routes and the connections; used on the I/O thread only (the engine locks itself).
+struct ServerContext {
+  Engine& engine;
+  ServerOptions options;
+  Metrics metrics;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  bool shutting_down = false;
+};
+
+struct RouteResult {
+  enum class Kind { respond, job_events, generate_wait, generate_stream };
+  Kind kind = Kind::respond;
+  Response response;                 // respond
+  std::vector<std::string> job_ids;  // job_events: one; generate_*: one per image
+  ImageRequest image;                // generate_*
+};
+
+RouteResult route_request(const Request& request, ServerContext& context);
+
+}  // namespace flux::server
