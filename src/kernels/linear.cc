@@ -148,6 +148,13 @@ Linear::~Linear() = default;
 Linear::Linear(Linear&&) noexcept = default;
 Linear& Linear::operator=(Linear&&) noexcept = default;
 
+namespace {
+std::atomic<WeightMode> g_default_mode{WeightMode::prepacked};
+}  // namespace
+
+void set_default_weight_mode(WeightMode mode) { g_default_mode.store(mode); }
+WeightMode default_weight_mode() { return g_default_mode.load(); }
+
 Linear::Linear(Tensor weight, Tensor bias, WeightMode mode) : impl_(std::make_unique<Impl>()) {
   FLUX_CHECK(weight.defined(), "Linear: weight is undefined");
   FLUX_CHECK(weight.ndim() == 2, "Linear: weight must be 2-D [out, in], got ", weight.describe());

@@ -16,11 +16,17 @@ namespace flux::kernels {
 
 enum class WeightMode { prepacked, per_call };
 
+// The mode a Linear gets when its caller does not choose one (the models' loaders). Process-wide: it is a
+// memory policy, set once by whoever loads the model (Pipeline::load picks per_call when prepacking every
+// weight would not fit in memory). Set it before binding weights; Linears already made keep theirs.
+void set_default_weight_mode(WeightMode mode);
+WeightMode default_weight_mode();
+
 class Linear {
  public:
   Linear();
   // weight: [N, K] any of f32/bf16/f16/f8_e4m3; bias: F32 [N] or undefined.
-  Linear(Tensor weight, Tensor bias, WeightMode mode = WeightMode::prepacked);
+  Linear(Tensor weight, Tensor bias, WeightMode mode = default_weight_mode());
   ~Linear();
   Linear(Linear&&) noexcept;
   Linear& operator=(Linear&&) noexcept;

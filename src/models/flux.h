@@ -48,7 +48,7 @@ class Flux {
   // The store holds BFL names, or diffusers names (detected and mapped). `mode`: matmul weights reordered once
   // (default) or per call (low memory; see kernels/matmul.h).
   static Flux load(WeightStore& store, const FluxParams& params,
-                   kernels::WeightMode mode = kernels::WeightMode::prepacked);
+                   kernels::WeightMode mode = kernels::default_weight_mode());
   const FluxParams& params() const { return params_; }
 
   // img: F32 [S, in_channels] packed latent; img_ids: F32 [S, 3]; txt: F32 [L, context_in_dim];

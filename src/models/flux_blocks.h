@@ -23,7 +23,7 @@ namespace flux::transformer {
 // Binds tensors by BFL name from a store holding BFL names or diffusers FluxTransformer2DModel names.
 class FluxWeights {
  public:
-  FluxWeights(WeightStore& store, bool diffusers, kernels::WeightMode mode = kernels::WeightMode::prepacked)
+  FluxWeights(WeightStore& store, bool diffusers, kernels::WeightMode mode = kernels::default_weight_mode())
       : store_(store), diffusers_(diffusers), mode_(mode) {}
   // Diffusers names are recognised by x_embedder.weight.
   static bool is_diffusers(const WeightStore& store);

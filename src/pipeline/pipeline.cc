@@ -9,8 +9,10 @@
 
 #include "base/log.h"
 #include "base/mapped_file.h"
+#include "base/system.h"
 #include "base/thread_pool.h"
 #include "io/weight_store.h"
+#include "kernels/matmul.h"
 #include "models/autoencoder.h"
 #include "models/clip_text.h"
 #include "models/flux.h"
@@ -250,6 +252,21 @@ class FluxPipeline final : public Pipeline {
 
 std::string config_or_file(const ComponentFiles& c) { return c.config.empty() ? c.weights : c.config; }
 
+// Bytes every float weight would take prepacked: its element count times the product dtype's size.
+uint64_t packed_weight_bytes(std::initializer_list<const WeightStore*> stores) {
+  const uint64_t narrow = kernels::linear_compute_dtype() == DType::f32 ? 4 : 2;
+  uint64_t bytes = 0;
+  for (const WeightStore* store : stores) {
+    for (const std::string& name : store->names()) {
+      const Tensor t = store->get(name);
+      if (!is_float(t.dtype())) continue;
+      const uint64_t n = static_cast<uint64_t>(t.numel());
+      bytes += n * (t.dtype() == DType::f32 || t.dtype() == DType::f64 ? 4 : narrow);
+    }
+  }
+  return bytes;
+}
+
 }  // namespace
 
 std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOptions& options,
@@ -295,7 +312,16 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
              has_guidance ? "present" : "absent");
   const std::string dtype = first_dtype(flux_store, {"img_in.weight", "x_embedder.weight"});
 
-  ByteProgress bytes(progress, total, !options.low_memory);
+  // Memory policy: prepacked weights are copies in the product's dtype (16-bit weights widen to f32 where
+  // the CPU's bf16 product is slow); per_call reads the mapped storage each time (one layer of scratch).
+  const uint64_t packed = packed_weight_bytes({&t5_store, &clip_store, &flux_store, &ae_store});
+  const uint64_t available = available_memory_bytes();
+  const bool low_memory = options.low_memory || (available > 0 && packed > available / 10 * 7);
+  kernels::set_default_weight_mode(low_memory ? kernels::WeightMode::per_call : kernels::WeightMode::prepacked);
+  log_info("weights: ", total >> 20, " MiB stored, ", packed >> 20, " MiB if prepacked, ", available >> 20,
+           " MiB available: ", low_memory ? "reordered per call (low-memory mode)" : "prepacked once");
+
+  ByteProgress bytes(progress, total, !low_memory);
   auto timed = [&](const char* component, WeightStore& store, auto&& load) {
     const auto start = Clock::now();
     bytes.begin(component, store);

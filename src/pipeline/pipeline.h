@@ -31,7 +31,9 @@ const char* variant_name(Variant v);
 
 struct LoadOptions {
   int n_threads = 0;  // kernel pool size; 0 = cores
-  bool low_memory = false;  // reorder weights per call instead of once (see DESIGN.md)
+  // Reorder weights per call instead of once (see DESIGN.md). Also chosen automatically when prepacking
+  // every weight would take more than 70% of the available memory.
+  bool low_memory = false;
   int prompt_cache_entries = 8;  // prompt embeddings kept (PromptCache); 0 = encode every time
 };
 

@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/mapped_file.h"
+#include "base/system.h"
 #include "base/thread_pool.h"
 #include "test_util.h"
 
@@ -116,6 +117,22 @@ TEST(MappedFile, MapsContentsAndNamesMissingFiles) {
     EXPECT_NE(std::string(e.what()).find("missing.bin"), std::string::npos);
   }
   EXPECT_THROW(MappedFile::open(dir), Error);  // a directory
+}
+
+}  // namespace
+}  // namespace flux
+
+namespace flux {
+namespace {
+
+TEST(System, ReportsMemory) {
+  const uint64_t available = available_memory_bytes();
+  const uint64_t rss = resident_memory_bytes();
+  EXPECT_GT(available, 16u << 20);  // any machine that runs the tests has more than 16 MiB free
+  EXPECT_GT(rss, 0u);
+  std::vector<char> block(64 << 20, 1);  // touched: RSS grows by about 64 MiB
+  EXPECT_GT(resident_memory_bytes(), rss + (32u << 20));
+  EXPECT_EQ(block[12345], 1);
 }
 
 }  // namespace

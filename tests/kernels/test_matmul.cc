@@ -171,3 +171,22 @@ TEST(Linear, RejectsBadShapes) {
 
 }  // namespace
 }  // namespace flux::test
+
+namespace flux {
+namespace {
+
+TEST(Linear, DefaultWeightModeIsUsedWhenNoneIsGiven) {
+  const Tensor w = Tensor::from_f32({5, 3}, test::random_floats(15, 9)).to(DType::bf16);
+  const Tensor x = Tensor::from_f32({2, 3}, test::random_floats(6, 10));
+  ASSERT_EQ(kernels::default_weight_mode(), kernels::WeightMode::prepacked);
+  const kernels::Linear packed(w, Tensor());
+  EXPECT_GT(packed.packed_bytes(), 0u);
+  kernels::set_default_weight_mode(kernels::WeightMode::per_call);
+  const kernels::Linear per_call(w, Tensor());
+  kernels::set_default_weight_mode(kernels::WeightMode::prepacked);
+  EXPECT_EQ(per_call.packed_bytes(), 0u);
+  EXPECT_CLOSE(per_call.forward(x), packed.forward(x), 1e-6);
+}
+
+}  // namespace
+}  // namespace flux

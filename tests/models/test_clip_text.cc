@@ -30,9 +30,25 @@ Tensors read_all(const std::string& path) {
   return out;
 }
 
-// Writes `tensors` to a fresh temp file (no metadata unless given) and returns its path.
+// Temp folders of this file's tests, removed when the test program ends.
+class TempDirs : public ::testing::Environment {
+ public:
+  static std::string make(const std::string& tag) {
+    static TempDirs* env = static_cast<TempDirs*>(::testing::AddGlobalTestEnvironment(new TempDirs));
+    env->dirs_.push_back(test::temp_dir(tag));
+    return env->dirs_.back();
+  }
+  void TearDown() override {
+    for (const std::string& d : dirs_) std::filesystem::remove_all(d);
+  }
+
+ private:
+  std::vector<std::string> dirs_;
+};
+
+// Writes `tensors` to model.safetensors in a fresh temp folder (no metadata unless given); returns its path.
 std::string write_temp(const std::string& tag, const Tensors& tensors, const std::map<std::string, std::string>& meta) {
-  const std::string path = test::temp_dir(tag) + "/model.safetensors";
+  const std::string path = TempDirs::make(tag) + "/model.safetensors";
   write_safetensors(path, tensors, meta);
   return path;
 }
@@ -190,7 +206,7 @@ TEST(ClipText, ConfigFromShapes) {
 }
 
 TEST(ClipText, BadConfigAndInputsAreErrors) {
-  const std::string dir = test::temp_dir("clip-badcfg");
+  const std::string dir = TempDirs::make("clip-badcfg");
   { std::ofstream(dir + "/config.json") << R"({"hidden_size": "wide"})"; }
   WeightStore store = WeightStore::open(clip_file());
   try {
