@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
   while (!has(c.request("GET", "/health"), "\"running\":true"))
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const auto t_job = Clock::now();
-  const auto busy = measure(c, requests * 100, [](const std::string& b) { return has(b, "\"running\":true"); });
+  const auto busy = measure(c, requests * 5000, [](const std::string& b) { return has(b, "\"running\":true"); });
   const double job_s = std::chrono::duration<double>(Clock::now() - t_job).count();
   stop_server(s);
 

@@ -27,7 +27,7 @@ struct Fixture {
   std::shared_ptr<Gate> load_gate = std::make_shared<Gate>();
   std::shared_ptr<Gate> steps = std::make_shared<Gate>();
   ScriptedPipeline* pipeline = nullptr;  // owned by the engine
-  TestExecutor executor;                  // outlives the engine, which posts to it
+  TestExecutor executor;                 // outlives the engine, which posts to it
   std::unique_ptr<Engine> engine;
 
   explicit Fixture(EngineOptions options = {}, bool loaded = true) {

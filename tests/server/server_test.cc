@@ -34,8 +34,13 @@ bool is_png(const std::string& data, int width, int height) {
 // kernel pool's OpenMP runtime is not instrumented, so its hand-offs would read as races).
 std::vector<std::string> server_args() {
   const char* threads = std::getenv("FLUX_TEST_THREADS");
-  return {"--model", tiny_model_dir(), "--queue-size", "2", "--max-pixels", "262144", "--max-steps", "1000",
-          "--max-body", "4096", "--timeout", "2", "--threads", threads ? threads : "2"};
+  return {"--model",      tiny_model_dir(),
+          "--queue-size", "2",
+          "--max-pixels", "262144",
+          "--max-steps",  "1000",
+          "--max-body",   "4096",
+          "--timeout",    "2",
+          "--threads",    threads ? threads : "2"};
 }
 
 class ServerTest : public ::testing::Test {
