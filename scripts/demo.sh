@@ -21,8 +21,6 @@ out_dir="$root/out"
 mkdir -p "$out_dir"
 prompt="${PROMPT:-a photo of a red fox in the snow, golden hour}"
 seed="${SEED:-42}"
-# oneDNN's OpenMP threads should sleep, not spin, when idle (2-core machines).
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
 if [[ -n "${FLUX_MODEL:-}" ]]; then
   model="$FLUX_MODEL"

@@ -19,6 +19,16 @@ std::string tokenizer_dir();  // shared/tokenizers
 // A fresh empty temporary directory (removed at process exit is not guaranteed).
 std::string temp_dir(const std::string& tag);
 
+// Runs argv[0] with the given arguments, waits, and returns its exit status (128 + signal if killed) and
+// what it wrote to stdout and stderr.
+struct RunResult {
+  int status = -1;
+  std::string out, err;
+};
+RunResult run_process(const std::vector<std::string>& argv);
+// The whole file ("" if it cannot be read).
+std::string read_file(const std::string& path);
+
 // Uniform values in [lo, hi) from a fixed seed.
 std::vector<float> random_floats(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f);
 

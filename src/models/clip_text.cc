@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
+#include "models/config.h"
 
 namespace flux {
 
@@ -36,37 +37,6 @@ struct ClipTextModel::Layer {
 
 namespace {
 
-// [L, H*D] -> [H, L, D]
-Tensor split_heads(const Tensor& x, int64_t n_heads) {
-  const int64_t len = x.dim(0), head_dim = x.dim(1) / n_heads;
-  Tensor y = Tensor::empty(DType::f32, {n_heads, len, head_dim});
-  const float* src = x.data<float>();
-  float* dst = y.mut<float>();
-  for (int64_t h = 0; h < n_heads; ++h)
-    for (int64_t l = 0; l < len; ++l)
-      std::copy_n(src + l * n_heads * head_dim + h * head_dim, head_dim, dst + (h * len + l) * head_dim);
-  return y;
-}
-
-std::string files_of(const WeightStore& store) {
-  std::string s;
-  for (const std::string& f : store.files()) s += (s.empty() ? "" : ", ") + f;
-  return s;
-}
-
-// Reads the integer field `key` of a HF config (absent: keeps `value`).
-void read_field(const nlohmann::json& j, const char* key, int64_t& value, const std::string& source) {
-  if (!j.contains(key)) return;
-  FLUX_CHECK(j[key].is_number_integer() && j[key].get<int64_t>() > 0, source, ": field \"", key,
-             "\": expected a positive integer, got ", j[key].dump());
-  value = j[key].get<int64_t>();
-}
-void read_field(const nlohmann::json& j, const char* key, float& value, const std::string& source) {
-  if (!j.contains(key)) return;
-  FLUX_CHECK(j[key].is_number(), source, ": field \"", key, "\": expected a number, got ", j[key].dump());
-  value = j[key].get<float>();
-}
-
 // Applies a CLIPTextConfig (or a CLIPConfig's "text_config") to `c`.
 void apply_json(const nlohmann::json& root, ClipTextConfig& c, const std::string& source) {
   FLUX_CHECK(root.is_object(), source, ": expected a JSON object, got ", root.type_name());
@@ -75,55 +45,27 @@ void apply_json(const nlohmann::json& root, ClipTextConfig& c, const std::string
     FLUX_CHECK(j["hidden_act"] == "quick_gelu", source,
                ": field \"hidden_act\": expected \"quick_gelu\" (CLIP-L), got ", j["hidden_act"].dump());
   }
-  read_field(j, "vocab_size", c.vocab_size, source);
-  read_field(j, "hidden_size", c.hidden_size, source);
-  read_field(j, "intermediate_size", c.intermediate_size, source);
-  read_field(j, "num_hidden_layers", c.num_hidden_layers, source);
-  read_field(j, "num_attention_heads", c.num_attention_heads, source);
-  read_field(j, "max_position_embeddings", c.max_position_embeddings, source);
-  read_field(j, "layer_norm_eps", c.layer_norm_eps, source);
-}
-
-nlohmann::json parse_json_file(const std::string& path) {
-  std::ifstream in(path);
-  FLUX_CHECK(in, "cannot read ", path);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": invalid JSON: ", e.what());
-  }
-}
-
-// The config file named by `config_path`: a config.json, or a folder that may hold one ("" if none).
-std::string find_config_file(const std::string& config_path) {
-  namespace fs = std::filesystem;
-  if (config_path.empty()) return "";
-  if (fs::is_directory(config_path)) {
-    const fs::path p = fs::path(config_path) / "config.json";
-    return fs::exists(p) ? p.string() : "";
-  }
-  FLUX_CHECK(fs::exists(config_path), "CLIP text config: file not found: ", config_path);
-  return config_path;
+  config::read_field(j, "vocab_size", c.vocab_size, source);
+  config::read_field(j, "hidden_size", c.hidden_size, source);
+  config::read_field(j, "intermediate_size", c.intermediate_size, source);
+  config::read_field(j, "num_hidden_layers", c.num_hidden_layers, source);
+  config::read_field(j, "num_attention_heads", c.num_attention_heads, source);
+  config::read_field(j, "max_position_embeddings", c.max_position_embeddings, source);
+  config::read_field(j, "layer_norm_eps", c.layer_norm_eps, source);
 }
 
 }  // namespace
 
 ClipTextConfig ClipTextConfig::resolve(const WeightStore& store, const std::string& config_path) {
   ClipTextConfig c;
-  if (const std::string file = find_config_file(config_path); !file.empty()) {
-    apply_json(parse_json_file(file), c, file);
+  if (const std::string file = config::find_config_file(config_path, "CLIP text"); !file.empty()) {
+    apply_json(config::read_json_file(file), c, file);
     log_info("CLIP text config from ", file, ": hidden ", c.hidden_size, ", ", c.num_hidden_layers, " layers, ",
              c.num_attention_heads, " heads");
     return c;
   }
-  if (auto it = store.metadata().find("config"); it != store.metadata().end()) {
-    const std::string source = "__metadata__ \"config\" of " + files_of(store);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(it->second);
-    } catch (const nlohmann::json::exception& e) {
-      fail(source, ": invalid JSON: ", e.what());
-    }
+  std::string source;
+  if (const nlohmann::json j = config::metadata_config(store, source); !j.is_null()) {
     apply_json(j, c, source);
     log_info("CLIP text config from the safetensors metadata: hidden ", c.hidden_size, ", ", c.num_hidden_layers,
              " layers, ", c.num_attention_heads, " heads");
@@ -143,7 +85,7 @@ ClipTextConfig ClipTextConfig::resolve(const WeightStore& store, const std::stri
   int64_t n_layers = 0;
   while (store.contains(str_cat(p, "encoder.layers.", n_layers, ".layer_norm1.weight"))) ++n_layers;
   if (n_layers > 0) c.num_hidden_layers = n_layers;
-  FLUX_CHECK(c.hidden_size % 64 == 0, "CLIP text config (", files_of(store), "): no config.json or metadata, and",
+  FLUX_CHECK(c.hidden_size % 64 == 0, "CLIP text config (", config::files_of(store), "): no config.json or metadata, and",
              " hidden_size ", c.hidden_size, " is not a multiple of 64, so the head count cannot be inferred");
   c.num_attention_heads = c.hidden_size / 64;
   log_info("CLIP text config inferred from tensor shapes (heads = hidden / 64): hidden ", c.hidden_size, ", ",
@@ -183,7 +125,7 @@ ClipTextModel ClipTextModel::load(WeightStore& store, const ClipTextConfig& conf
   // Buffers and heads FLUX does not use: the position ids are 0..L-1, the projection is CLIPModel's.
   for (const char* unused : {"text_model.embeddings.position_ids", "text_projection.weight", "logit_scale"})
     if (store.contains(unused)) store.ignore(unused);
-  store.finish("CLIP text model (" + files_of(store) + ")");
+  store.finish("CLIP text model (" + config::files_of(store) + ")");
   return m;
 }
 
@@ -194,9 +136,9 @@ int ClipTextModel::first_eos(std::span<const int32_t> ids) {
 
 Tensor ClipTextModel::Layer::Attention::forward(const Tensor& x, int64_t n_heads) const {
   const int64_t len = x.dim(0), head_dim = x.dim(1) / n_heads;
-  Tensor q = split_heads(q_proj.forward(x), n_heads);  // [L, hidden] -> [H, L, D]
-  Tensor k = split_heads(k_proj.forward(x), n_heads);
-  Tensor v = split_heads(v_proj.forward(x), n_heads);
+  Tensor q = nn::split_heads(q_proj.forward(x), n_heads);  // [L, hidden] -> [H, L, D]
+  Tensor k = nn::split_heads(k_proj.forward(x), n_heads);
+  Tensor v = nn::split_heads(v_proj.forward(x), n_heads);
   kernels::AttentionParams params;
   params.n_heads = n_heads;
   params.len_q = params.len_k = len;

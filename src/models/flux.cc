@@ -6,6 +6,7 @@
 #include <set>
 
 #include "kernels/activation.h"
+#include "models/config.h"
 #include "models/flux_blocks.h"
 
 namespace flux {
@@ -26,16 +27,6 @@ FluxParams FluxParams::dev() {
 }
 
 namespace {
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  FLUX_CHECK(in.good(), "cannot open ", path);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": invalid JSON: ", e.what());
-  }
-}
 
 template <typename T>
 void read_field(const nlohmann::json& j, const char* key, T& value, const std::string& where) {
@@ -95,7 +86,7 @@ FluxParams resolve_params(const WeightStore& store, const std::string& config_pa
   nlohmann::json cfg;
   if (!config_path.empty()) {
     where = config_path;
-    cfg = read_json(config_path);
+    cfg = config::read_json_file(config_path);
     read_field(cfg, "in_channels", p.in_channels, where);
     p.out_channels = p.in_channels;
     read_field(cfg, "out_channels", p.out_channels, where);

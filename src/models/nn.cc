@@ -1,5 +1,7 @@
 #include "models/nn.h"
 
+#include <algorithm>
+
 #include "kernels/activation.h"
 #include "kernels/conv.h"
 #include "kernels/norm.h"
@@ -113,6 +115,19 @@ Tensor Conv2d::forward(const Tensor& x) const {
   Tensor y = Tensor::empty(DType::f32, {out, p.out_height(), p.out_width()});
   kernels::conv2d(p, x.data<float>(), weight.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
                   y.mut<float>());
+  return y;
+}
+
+Tensor split_heads(const Tensor& x, int64_t n_heads) {
+  FLUX_CHECK(x.dtype() == DType::f32 && x.ndim() == 2 && x.dim(1) % n_heads == 0, "split_heads: expected f32 [L, ",
+             n_heads, " * D], got ", x.describe());
+  const int64_t len = x.dim(0), head_dim = x.dim(1) / n_heads;
+  Tensor y = Tensor::empty(DType::f32, {n_heads, len, head_dim});
+  const float* src = x.data<float>();
+  float* dst = y.mut<float>();
+  for (int64_t h = 0; h < n_heads; ++h)
+    for (int64_t l = 0; l < len; ++l)
+      std::copy_n(src + (l * n_heads + h) * head_dim, head_dim, dst + (h * len + l) * head_dim);
   return y;
 }
 

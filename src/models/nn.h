@@ -64,6 +64,9 @@ struct Conv2d {
   Tensor forward(const Tensor& x) const;  // [in, H, W] -> [out, H', W']
 };
 
+// [L, H*D] -> [H, L, D]: one attention input split into heads (the layout kernels::attention takes).
+Tensor split_heads(const Tensor& x, int64_t n_heads);
+
 // Elementwise helpers on F32 tensors (new tensors; shapes must match).
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor gelu_tanh(Tensor x);  // in place on an owned tensor, returned

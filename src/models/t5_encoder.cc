@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
+#include "models/config.h"
 #include "tensor/convert.h"
 
 namespace flux {
@@ -97,88 +98,36 @@ int64_t t5_relative_position_bucket(int64_t relative_position, int64_t num_bucke
 
 namespace {
 
-// [L, H*D] -> [H, L, D]
-Tensor split_heads(const Tensor& x, int64_t n_heads) {
-  const int64_t len = x.dim(0), head_dim = x.dim(1) / n_heads;
-  Tensor y = Tensor::empty(DType::f32, {n_heads, len, head_dim});
-  const float* src = x.data<float>();
-  float* dst = y.mut<float>();
-  for (int64_t h = 0; h < n_heads; ++h)
-    for (int64_t l = 0; l < len; ++l)
-      std::copy_n(src + l * n_heads * head_dim + h * head_dim, head_dim, dst + (h * len + l) * head_dim);
-  return y;
-}
-
-std::string files_of(const WeightStore& store) {
-  std::string s;
-  for (const std::string& f : store.files()) s += (s.empty() ? "" : ", ") + f;
-  return s;
-}
-
-void read_field(const nlohmann::json& j, const char* key, int64_t& value, const std::string& source) {
-  if (!j.contains(key)) return;
-  FLUX_CHECK(j[key].is_number_integer() && j[key].get<int64_t>() > 0, source, ": field \"", key,
-             "\": expected a positive integer, got ", j[key].dump());
-  value = j[key].get<int64_t>();
-}
-void read_field(const nlohmann::json& j, const char* key, float& value, const std::string& source) {
-  if (!j.contains(key)) return;
-  FLUX_CHECK(j[key].is_number(), source, ": field \"", key, "\": expected a number, got ", j[key].dump());
-  value = j[key].get<float>();
-}
-
 void apply_json(const nlohmann::json& j, T5Config& c, const std::string& source) {
   FLUX_CHECK(j.is_object(), source, ": expected a JSON object, got ", j.type_name());
   if (j.contains("feed_forward_proj")) {
     FLUX_CHECK(j["feed_forward_proj"] == "gated-gelu", source,
                ": field \"feed_forward_proj\": expected \"gated-gelu\" (T5 v1.1), got ", j["feed_forward_proj"].dump());
   }
-  read_field(j, "vocab_size", c.vocab_size, source);
-  read_field(j, "d_model", c.d_model, source);
-  read_field(j, "d_kv", c.d_kv, source);
-  read_field(j, "num_heads", c.num_heads, source);
-  read_field(j, "d_ff", c.d_ff, source);
-  read_field(j, "num_layers", c.num_layers, source);
-  read_field(j, "relative_attention_num_buckets", c.relative_attention_num_buckets, source);
-  read_field(j, "relative_attention_max_distance", c.relative_attention_max_distance, source);
-  read_field(j, "layer_norm_epsilon", c.layer_norm_epsilon, source);
-}
-
-nlohmann::json parse_json(const std::string& text, const std::string& source) {
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(source, ": invalid JSON: ", e.what());
-  }
-}
-
-std::string find_config_file(const std::string& config_path) {
-  namespace fs = std::filesystem;
-  if (config_path.empty()) return "";
-  if (fs::is_directory(config_path)) {
-    const fs::path p = fs::path(config_path) / "config.json";
-    return fs::exists(p) ? p.string() : "";
-  }
-  FLUX_CHECK(fs::exists(config_path), "T5 config: file not found: ", config_path);
-  return config_path;
+  config::read_field(j, "vocab_size", c.vocab_size, source);
+  config::read_field(j, "d_model", c.d_model, source);
+  config::read_field(j, "d_kv", c.d_kv, source);
+  config::read_field(j, "num_heads", c.num_heads, source);
+  config::read_field(j, "d_ff", c.d_ff, source);
+  config::read_field(j, "num_layers", c.num_layers, source);
+  config::read_field(j, "relative_attention_num_buckets", c.relative_attention_num_buckets, source);
+  config::read_field(j, "relative_attention_max_distance", c.relative_attention_max_distance, source);
+  config::read_field(j, "layer_norm_epsilon", c.layer_norm_epsilon, source);
 }
 
 }  // namespace
 
 T5Config T5Config::resolve(const WeightStore& store, const std::string& config_path) {
   T5Config c;
-  if (const std::string file = find_config_file(config_path); !file.empty()) {
-    std::ifstream in(file);
-    FLUX_CHECK(in, "cannot read ", file);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    apply_json(parse_json(text, file), c, file);
+  if (const std::string file = config::find_config_file(config_path, "T5"); !file.empty()) {
+    apply_json(config::read_json_file(file), c, file);
     log_info("T5 config from ", file, ": d_model ", c.d_model, ", ", c.num_layers, " layers, ", c.num_heads,
              " heads of ", c.d_kv);
     return c;
   }
-  if (auto it = store.metadata().find("config"); it != store.metadata().end()) {
-    const std::string source = "__metadata__ \"config\" of " + files_of(store);
-    apply_json(parse_json(it->second, source), c, source);
+  std::string source;
+  if (const nlohmann::json j = config::metadata_config(store, source); !j.is_null()) {
+    apply_json(j, c, source);
     log_info("T5 config from the safetensors metadata: d_model ", c.d_model, ", ", c.num_layers, " layers, ",
              c.num_heads, " heads of ", c.d_kv);
     return c;
@@ -245,7 +194,7 @@ T5Encoder T5Encoder::load(WeightStore& store, const T5Config& config) {
   }
   m.final_layer_norm_ = nn::RMSNorm::bind(store, "encoder.final_layer_norm.weight", d, eps);
   if (store.contains("scaled_fp8")) store.ignore("scaled_fp8");  // ComfyUI's marker of scaled fp8 files
-  store.finish("T5 encoder (" + files_of(store) + ")");
+  store.finish("T5 encoder (" + config::files_of(store) + ")");
   return m;
 }
 
@@ -253,9 +202,9 @@ Tensor T5Encoder::Block::T5LayerSelfAttention::forward(const Tensor& x, const Te
                                                        int64_t n_heads) const {
   const Tensor normed = layer_norm.forward(x);  // [L, d_model]
   const int64_t len = x.dim(0);
-  Tensor q = split_heads(SelfAttention.q.forward(normed), n_heads);  // [L, inner] -> [H, L, d_kv]
-  Tensor k = split_heads(SelfAttention.k.forward(normed), n_heads);
-  Tensor v = split_heads(SelfAttention.v.forward(normed), n_heads);
+  Tensor q = nn::split_heads(SelfAttention.q.forward(normed), n_heads);  // [L, inner] -> [H, L, d_kv]
+  Tensor k = nn::split_heads(SelfAttention.k.forward(normed), n_heads);
+  Tensor v = nn::split_heads(SelfAttention.v.forward(normed), n_heads);
   kernels::AttentionParams params;
   params.n_heads = n_heads;
   params.len_q = params.len_k = len;

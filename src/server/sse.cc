@@ -9,17 +9,6 @@ using nlohmann::json;
 
 std::string size_string(int width, int height) { return str_cat(width, "x", height); }
 
-const char* stage_label(Stage s) {
-  switch (s) {
-    case Stage::encode_text:
-      return "encode_text";
-    case Stage::denoise:
-      return "denoise";
-    case Stage::decode:
-      return "decode";
-  }
-  return "unknown";
-}
 
 }  // namespace
 
@@ -57,7 +46,7 @@ std::string job_event_json(const JobEvent& e) {
       j["position"] = e.position;
       break;
     case JobEventKind::step:
-      j["stage"] = stage_label(e.stage);
+      j["stage"] = stage_name(e.stage);
       j["step"] = e.step;
       j["total"] = e.total;
       j["elapsed"] = e.elapsed_s;

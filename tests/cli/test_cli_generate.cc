@@ -1,9 +1,6 @@
 // `fluxcpp generate` and `fluxcpp make-test-model` end to end: the real binary on the golden diffusers folders with
 // the stored noise (compared with image_u8), on make-test-model output in both layouts, and its error paths
 // (exit status 1, one stderr line naming the field or file).
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -14,56 +11,14 @@
 #include "io/safetensors.h"
 #include "test_util.h"
 
-extern char** environ;
-
 namespace flux {
 namespace {
 
-struct CliRun {
-  int status = -1;
-  std::string out, err;
-};
+using CliRun = test::RunResult;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-CliRun run_cli(const std::vector<std::string>& args) {
-  const std::string dir = test::temp_dir("cli-generate-run");
-  const std::string out = dir + "/out", err = dir + "/err";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  std::vector<std::string> argv_s = {FLUX_CLI_PATH};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  // A passive OpenMP wait policy keeps oneDNN's threads from spinning against ours on a busy machine.
-  std::vector<std::string> env_s;
-  for (char** e = environ; *e; ++e) env_s.emplace_back(*e);
-  env_s.emplace_back("OMP_WAIT_POLICY=passive");
-  std::vector<char*> envp;
-  for (auto& e : env_s) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  pid_t pid = 0;
-  CliRun r;
-  const int rc = posix_spawn(&pid, FLUX_CLI_PATH, &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    ADD_FAILURE() << "cannot run " << FLUX_CLI_PATH;
-    return r;
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+CliRun run_cli(std::vector<std::string> args) {
+  args.insert(args.begin(), FLUX_CLI_PATH);
+  return test::run_process(args);
 }
 
 // The last line of stderr (the error line), without log lines.

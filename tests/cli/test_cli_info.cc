@@ -1,8 +1,5 @@
 // `fluxcpp info` end to end: the real binary on golden files, a model folder, a sharded set, and every kind of
 // malformed file (written here): exit status 1 and exactly one stderr line naming the file.
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,49 +10,14 @@
 #include "io/safetensors.h"
 #include "test_util.h"
 
-extern char** environ;
-
 namespace flux {
 namespace {
 
-struct CliRun {
-  int status = -1;  // exit code, or 128 + signal
-  std::string out, err;
-};
+using CliRun = test::RunResult;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-CliRun run_cli(const std::vector<std::string>& args) {
-  const std::string dir = test::temp_dir("cli-info-run");
-  const std::string out = dir + "/out", err = dir + "/err";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  std::vector<std::string> argv_s = {FLUX_CLI_PATH};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  CliRun r;
-  if (posix_spawn(&pid, FLUX_CLI_PATH, &actions, nullptr, argv.data(), environ) != 0) {
-    posix_spawn_file_actions_destroy(&actions);
-    ADD_FAILURE() << "cannot run " << FLUX_CLI_PATH;
-    return r;
-  }
-  posix_spawn_file_actions_destroy(&actions);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+CliRun run_cli(std::vector<std::string> args) {
+  args.insert(args.begin(), FLUX_CLI_PATH);
+  return test::run_process(args);
 }
 
 std::string with_length(const std::string& header) {
