@@ -16,7 +16,7 @@ namespace flux::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 0;  // 0 = pick a free port
+  int port = 8080;  // 0 = pick a free port (tests)
   Limits limits;
   size_t max_body = 1 << 20;  // bytes of a request body
   double timeout_s = 30;      // reading a request / writing a response
