@@ -42,10 +42,10 @@ Diff compare(const float* got, const float* want, size_t n);
 Diff compare(const Tensor& got, const Tensor& want);  // both converted to f32; shapes must match
 
 // gtest assertion: rel error (max|a-b|/max|b|) within tol. Prints both errors on failure.
-#define EXPECT_CLOSE(got, want, tol)                                                              \
-  do {                                                                                            \
-    const ::flux::test::Diff d_ = ::flux::test::compare(got, want);                               \
-    EXPECT_LE(d_.max_rel, tol) << "rms_rel " << d_.rms_rel << " max_abs " << d_.max_abs;          \
+#define EXPECT_CLOSE(got, want, tol)                                                     \
+  do {                                                                                   \
+    const ::flux::test::Diff d_ = ::flux::test::compare(got, want);                      \
+    EXPECT_LE(d_.max_rel, tol) << "rms_rel " << d_.rms_rel << " max_abs " << d_.max_abs; \
   } while (0)
 
 }  // namespace flux::test

@@ -122,9 +122,12 @@ IsaLevel isa_level() { return best_level(cpu_features()); }
 
 const char* isa_name(IsaLevel level) {
   switch (level) {
-    case IsaLevel::scalar: return "scalar";
-    case IsaLevel::avx2: return "avx2";
-    case IsaLevel::avx512: return "avx512";
+    case IsaLevel::scalar:
+      return "scalar";
+    case IsaLevel::avx2:
+      return "avx2";
+    case IsaLevel::avx512:
+      return "avx512";
   }
   return "?";
 }

@@ -36,9 +36,9 @@ struct Cancelled : Error {
 }  // namespace flux
 
 // FLUX_CHECK(cond, "file ", path, ": expected ", a, ", got ", b) throws flux::Error when cond is false.
-#define FLUX_CHECK(cond, ...)   \
-  do {                          \
-    if (!(cond)) {              \
+#define FLUX_CHECK(cond, ...)    \
+  do {                           \
+    if (!(cond)) {               \
       ::flux::fail(__VA_ARGS__); \
-    }                           \
+    }                            \
   } while (0)

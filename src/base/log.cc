@@ -28,11 +28,16 @@ std::atomic<LogLevel>& level_ref() {
 
 const char* level_tag(LogLevel level) {
   switch (level) {
-    case LogLevel::debug: return "D";
-    case LogLevel::info: return "I";
-    case LogLevel::warn: return "W";
-    case LogLevel::error: return "E";
-    case LogLevel::off: break;
+    case LogLevel::debug:
+      return "D";
+    case LogLevel::info:
+      return "I";
+    case LogLevel::warn:
+      return "W";
+    case LogLevel::error:
+      return "E";
+    case LogLevel::off:
+      break;
   }
   return "?";
 }

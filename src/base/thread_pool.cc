@@ -48,8 +48,7 @@ int hardware_threads() {
 }
 
 ThreadPool::ThreadPool(Options options)
-    : n_threads_(options.n_threads > 0 ? options.n_threads : hardware_threads()),
-      low_priority_(options.low_priority) {}
+    : n_threads_(options.n_threads > 0 ? options.n_threads : hardware_threads()), low_priority_(options.low_priority) {}
 
 void ThreadPool::adopt_caller() const {
   if (omp_get_max_threads() != n_threads_) omp_set_num_threads(n_threads_);

@@ -12,8 +12,8 @@ struct AttentionParams {
   int64_t len_q = 0;
   int64_t len_k = 0;
   int64_t head_dim = 0;
-  float scale = 0.0f;          // multiplies q.k; usually 1/sqrt(head_dim); T5 uses 1
-  bool causal = false;         // query i sees keys 0..i (CLIP)
+  float scale = 0.0f;           // multiplies q.k; usually 1/sqrt(head_dim); T5 uses 1
+  bool causal = false;          // query i sees keys 0..i (CLIP)
   const float* bias = nullptr;  // optional additive bias [n_heads, len_q, len_k] (T5 relative positions)
 };
 

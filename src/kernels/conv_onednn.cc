@@ -4,7 +4,6 @@
 #include <dnnl.hpp>
 
 #include "base/thread_pool.h"
-
 #include "kernels/conv.h"
 #include "kernels/internal.h"
 

@@ -85,8 +85,9 @@ ClipTextConfig ClipTextConfig::resolve(const WeightStore& store, const std::stri
   int64_t n_layers = 0;
   while (store.contains(str_cat(p, "encoder.layers.", n_layers, ".layer_norm1.weight"))) ++n_layers;
   if (n_layers > 0) c.num_hidden_layers = n_layers;
-  FLUX_CHECK(c.hidden_size % 64 == 0, "CLIP text config (", config::files_of(store), "): no config.json or metadata, and",
-             " hidden_size ", c.hidden_size, " is not a multiple of 64, so the head count cannot be inferred");
+  FLUX_CHECK(c.hidden_size % 64 == 0, "CLIP text config (", config::files_of(store),
+             "): no config.json or metadata, and", " hidden_size ", c.hidden_size,
+             " is not a multiple of 64, so the head count cannot be inferred");
   c.num_attention_heads = c.hidden_size / 64;
   log_info("CLIP text config inferred from tensor shapes (heads = hidden / 64): hidden ", c.hidden_size, ", ",
            c.num_hidden_layers, " layers, ", c.num_attention_heads, " heads");

@@ -64,8 +64,7 @@ Tensor RMSNorm::forward(const Tensor& x) const {
   return y;
 }
 
-GroupNorm GroupNorm::bind(WeightStore& store, const std::string& prefix, int64_t channels, int64_t groups,
-                          float eps) {
+GroupNorm GroupNorm::bind(WeightStore& store, const std::string& prefix, int64_t channels, int64_t groups, float eps) {
   GroupNorm n;
   n.weight = store.require_f32(prefix + "weight", {channels});
   n.bias = store.require_f32(prefix + "bias", {channels});
@@ -76,8 +75,8 @@ GroupNorm GroupNorm::bind(WeightStore& store, const std::string& prefix, int64_t
 }
 
 Tensor GroupNorm::forward(const Tensor& x) const {
-  FLUX_CHECK(x.dtype() == DType::f32 && x.ndim() == 3 && x.dim(0) == channels, "GroupNorm: expected f32 [",
-             channels, ", H, W], got ", x.describe());
+  FLUX_CHECK(x.dtype() == DType::f32 && x.ndim() == 3 && x.dim(0) == channels, "GroupNorm: expected f32 [", channels,
+             ", H, W], got ", x.describe());
   Tensor y = Tensor::empty(DType::f32, x.shape());
   kernels::group_norm(x.data<float>(), y.mut<float>(), channels, x.dim(1) * x.dim(2), groups, weight.data<float>(),
                       bias.data<float>(), eps);
@@ -99,8 +98,8 @@ Conv2d Conv2d::bind(WeightStore& store, const std::string& prefix, int64_t in, i
 }
 
 Tensor Conv2d::forward(const Tensor& x) const {
-  FLUX_CHECK(x.dtype() == DType::f32 && x.ndim() == 3 && x.dim(0) == in, "Conv2d: expected f32 [", in,
-             ", H, W], got ", x.describe());
+  FLUX_CHECK(x.dtype() == DType::f32 && x.ndim() == 3 && x.dim(0) == in, "Conv2d: expected f32 [", in, ", H, W], got ",
+             x.describe());
   kernels::Conv2dParams p;
   p.in_channels = in;
   p.out_channels = out;
@@ -132,8 +131,8 @@ Tensor split_heads(const Tensor& x, int64_t n_heads) {
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  FLUX_CHECK(a.dtype() == DType::f32 && b.dtype() == DType::f32 && a.shape() == b.shape(), "add: shapes differ: ",
-             a.describe(), " vs ", b.describe());
+  FLUX_CHECK(a.dtype() == DType::f32 && b.dtype() == DType::f32 && a.shape() == b.shape(),
+             "add: shapes differ: ", a.describe(), " vs ", b.describe());
   Tensor y = Tensor::empty(DType::f32, a.shape());
   kernels::add(a.data<float>(), b.data<float>(), y.mut<float>(), a.numel());
   return y;

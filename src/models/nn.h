@@ -61,7 +61,7 @@ struct Conv2d {
 
   static Conv2d bind(WeightStore& store, const std::string& prefix, int64_t in, int64_t out, int64_t kernel,
                      int64_t stride = 1, int64_t pad = -1);  // pad -1 = kernel / 2 on every side
-  Tensor forward(const Tensor& x) const;  // [in, H, W] -> [out, H', W']
+  Tensor forward(const Tensor& x) const;                     // [in, H, W] -> [out, H', W']
 };
 
 // [L, H*D] -> [H, L, D]: one attention input split into heads (the layout kernels::attention takes).

@@ -42,12 +42,12 @@ using LoadProgress = std::function<void(const std::string& component, uint64_t b
 
 struct GenerateRequest {
   std::string prompt;
-  int width = 1024;   // pixels, multiple of 16
-  int height = 1024;  // pixels, multiple of 16
-  int steps = 0;      // 0 = the variant's default (schnell 4, dev 28)
+  int width = 1024;       // pixels, multiple of 16
+  int height = 1024;      // pixels, multiple of 16
+  int steps = 0;          // 0 = the variant's default (schnell 4, dev 28)
   float guidance = 3.5f;  // dev only
   uint64_t seed = 0;
-  Tensor noise;        // optional F32 [1, 16, H/8, W/8]: replaces the seeded noise (exact reproducibility)
+  Tensor noise;          // optional F32 [1, 16, H/8, W/8]: replaces the seeded noise (exact reproducibility)
   bool preview = false;  // decode a small preview image at each step
 };
 
@@ -62,9 +62,9 @@ const char* stage_name(Stage s);
 
 struct ProgressEvent {
   Stage stage = Stage::encode_text;
-  int step = 0;   // steps done (denoise), 0..total
-  int total = 0;  // steps in all (denoise)
-  double elapsed_s = 0;  // since run() started
+  int step = 0;                  // steps done (denoise), 0..total
+  int total = 0;                 // steps in all (denoise)
+  double elapsed_s = 0;          // since run() started
   std::optional<Image> preview;  // when requested, at denoise steps
 };
 using ProgressSink = std::function<void(const ProgressEvent&)>;
@@ -94,8 +94,7 @@ class Pipeline {
   virtual std::string describe() const = 0;  // variant, dtypes, sizes (for /v1/models and logs)
   // Validates a request against the model (size multiple of 16, steps >= 1, ...); throws Error naming the field.
   virtual void validate(const GenerateRequest& request) const = 0;
-  virtual GenerateResult run(const GenerateRequest& request, const ProgressSink& progress,
-                             std::stop_token stop) = 0;
+  virtual GenerateResult run(const GenerateRequest& request, const ProgressSink& progress, std::stop_token stop) = 0;
 };
 
 }  // namespace flux

@@ -9,7 +9,6 @@ using nlohmann::json;
 
 std::string size_string(int width, int height) { return str_cat(width, "x", height); }
 
-
 }  // namespace
 
 std::string sse_event(const std::string& name, const std::string& data) {

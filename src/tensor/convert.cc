@@ -54,7 +54,7 @@ uint16_t f32_to_f16(float f) {
   const uint32_t abs = bits & 0x7fffffffu;
   if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));  // NaN
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520: infinity
-  if (abs < 0x38800000u) {  // below the smallest normal f16 (2^-14): subnormal or zero
+  if (abs < 0x38800000u) {               // below the smallest normal f16 (2^-14): subnormal or zero
     if (abs < 0x33000000u) return sign;  // below half the smallest subnormal (2^-25)... (ties handled below)
     const uint32_t exp = abs >> 23;
     const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
@@ -98,9 +98,12 @@ void convert_f32_to_f16(const float* src, uint16_t* dst, size_t n) {
 
 void convert_bf16_to_f32(const uint16_t* src, float* dst, size_t n) {
   switch (isa_level()) {
-    case IsaLevel::avx512: return avx512::convert_bf16_to_f32(src, dst, n);
-    case IsaLevel::avx2: return avx2::convert_bf16_to_f32(src, dst, n);
-    case IsaLevel::scalar: return scalar::convert_bf16_to_f32(src, dst, n);
+    case IsaLevel::avx512:
+      return avx512::convert_bf16_to_f32(src, dst, n);
+    case IsaLevel::avx2:
+      return avx2::convert_bf16_to_f32(src, dst, n);
+    case IsaLevel::scalar:
+      return scalar::convert_bf16_to_f32(src, dst, n);
   }
 }
 void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
@@ -110,16 +113,22 @@ void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
 }
 void convert_f16_to_f32(const uint16_t* src, float* dst, size_t n) {
   switch (isa_level()) {
-    case IsaLevel::avx512: return avx512::convert_f16_to_f32(src, dst, n);
-    case IsaLevel::avx2: return avx2::convert_f16_to_f32(src, dst, n);
-    case IsaLevel::scalar: return scalar::convert_f16_to_f32(src, dst, n);
+    case IsaLevel::avx512:
+      return avx512::convert_f16_to_f32(src, dst, n);
+    case IsaLevel::avx2:
+      return avx2::convert_f16_to_f32(src, dst, n);
+    case IsaLevel::scalar:
+      return scalar::convert_f16_to_f32(src, dst, n);
   }
 }
 void convert_f32_to_f16(const float* src, uint16_t* dst, size_t n) {
   switch (isa_level()) {
-    case IsaLevel::avx512: return avx512::convert_f32_to_f16(src, dst, n);
-    case IsaLevel::avx2: return avx2::convert_f32_to_f16(src, dst, n);
-    case IsaLevel::scalar: return scalar::convert_f32_to_f16(src, dst, n);
+    case IsaLevel::avx512:
+      return avx512::convert_f32_to_f16(src, dst, n);
+    case IsaLevel::avx2:
+      return avx2::convert_f32_to_f16(src, dst, n);
+    case IsaLevel::scalar:
+      return scalar::convert_f32_to_f16(src, dst, n);
   }
 }
 void convert_f8e4m3_to_f32(const uint8_t* src, float* dst, size_t n) {
@@ -133,20 +142,31 @@ void convert_f8e4m3_to_f32(const uint8_t* src, float* dst, size_t n) {
 
 void convert_to_f32(DType src_dtype, const void* src, float* dst, size_t n) {
   switch (src_dtype) {
-    case DType::f32: std::memcpy(dst, src, n * sizeof(float)); return;
-    case DType::bf16: return convert_bf16_to_f32(static_cast<const uint16_t*>(src), dst, n);
-    case DType::f16: return convert_f16_to_f32(static_cast<const uint16_t*>(src), dst, n);
-    case DType::f8_e4m3: return convert_f8e4m3_to_f32(static_cast<const uint8_t*>(src), dst, n);
-    default: fail("convert_to_f32: unsupported source dtype ", dtype_name(src_dtype));
+    case DType::f32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::bf16:
+      return convert_bf16_to_f32(static_cast<const uint16_t*>(src), dst, n);
+    case DType::f16:
+      return convert_f16_to_f32(static_cast<const uint16_t*>(src), dst, n);
+    case DType::f8_e4m3:
+      return convert_f8e4m3_to_f32(static_cast<const uint8_t*>(src), dst, n);
+    default:
+      fail("convert_to_f32: unsupported source dtype ", dtype_name(src_dtype));
   }
 }
 
 void convert_from_f32(const float* src, DType dst_dtype, void* dst, size_t n) {
   switch (dst_dtype) {
-    case DType::f32: std::memcpy(dst, src, n * sizeof(float)); return;
-    case DType::bf16: return convert_f32_to_bf16(src, static_cast<uint16_t*>(dst), n);
-    case DType::f16: return convert_f32_to_f16(src, static_cast<uint16_t*>(dst), n);
-    default: fail("convert_from_f32: unsupported target dtype ", dtype_name(dst_dtype));
+    case DType::f32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::bf16:
+      return convert_f32_to_bf16(src, static_cast<uint16_t*>(dst), n);
+    case DType::f16:
+      return convert_f32_to_f16(src, static_cast<uint16_t*>(dst), n);
+    default:
+      fail("convert_from_f32: unsupported target dtype ", dtype_name(dst_dtype));
   }
 }
 

@@ -22,7 +22,7 @@ enum class DType : uint8_t {
 };
 
 size_t dtype_size(DType dtype);
-const char* dtype_name(DType dtype);           // "f32", "bf16", ...
-bool is_float(DType dtype);                    // f32, f16, bf16, f8_e4m3, f64
+const char* dtype_name(DType dtype);  // "f32", "bf16", ...
+bool is_float(DType dtype);           // f32, f16, bf16, f8_e4m3, f64
 
 }  // namespace flux

@@ -43,7 +43,8 @@ bool Shape::operator==(const Shape& other) const {
 
 Tensor Tensor::empty(DType dtype, const Shape& shape) {
   for (int i = 0; i < shape.ndim(); ++i) FLUX_CHECK(shape[i] >= 0, "Tensor::empty: bad shape ", shape.str());
-  auto buffer = std::make_shared<AlignedBuffer>(std::max<size_t>(1, static_cast<size_t>(shape.numel()) * dtype_size(dtype)));
+  auto buffer =
+      std::make_shared<AlignedBuffer>(std::max<size_t>(1, static_cast<size_t>(shape.numel()) * dtype_size(dtype)));
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = shape;
@@ -60,8 +61,8 @@ Tensor Tensor::zeros(DType dtype, const Shape& shape) {
 }
 
 Tensor Tensor::from_f32(const Shape& shape, std::span<const float> values) {
-  FLUX_CHECK(static_cast<int64_t>(values.size()) == shape.numel(), "Tensor::from_f32: shape ", shape.str(),
-             " needs ", shape.numel(), " values, got ", values.size());
+  FLUX_CHECK(static_cast<int64_t>(values.size()) == shape.numel(), "Tensor::from_f32: shape ", shape.str(), " needs ",
+             shape.numel(), " values, got ", values.size());
   Tensor t = empty(DType::f32, shape);
   std::memcpy(t.raw_mut(), values.data(), values.size() * sizeof(float));
   return t;
@@ -112,8 +113,8 @@ Tensor Tensor::reshape(const Shape& shape) const {
 }
 
 Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
-  FLUX_CHECK(ndim() >= 1 && begin >= 0 && begin <= end && end <= shape_[0], "slice_rows [", begin, ", ", end,
-             ") of ", describe());
+  FLUX_CHECK(ndim() >= 1 && begin >= 0 && begin <= end && end <= shape_[0], "slice_rows [", begin, ", ", end, ") of ",
+             describe());
   Tensor t = *this;
   const int64_t row = shape_[0] == 0 ? 0 : numel() / shape_[0];
   t.shape_[0] = end - begin;
@@ -130,8 +131,8 @@ Tensor Tensor::clone() const {
 Tensor Tensor::to(DType dtype) const {
   if (dtype == dtype_) return *this;
   FLUX_CHECK(is_float(dtype_) && dtype_ != DType::f64, "cannot convert ", describe(), " to ", dtype_name(dtype));
-  FLUX_CHECK(dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16, "cannot convert ", describe(),
-             " to ", dtype_name(dtype));
+  FLUX_CHECK(dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16, "cannot convert ", describe(), " to ",
+             dtype_name(dtype));
   const size_t n = static_cast<size_t>(numel());
   Tensor out = empty(dtype, shape_);
   if (dtype == DType::f32) {

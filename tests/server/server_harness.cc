@@ -204,7 +204,16 @@ ServerProcess::~ServerProcess() {
 
 int ServerProcess::terminate(std::chrono::milliseconds timeout) {
   if (pid_ <= 0) return -1;
-  ::kill(pid_, SIGTERM);
+  send_signal(SIGTERM);
+  return wait_exit(timeout);
+}
+
+void ServerProcess::send_signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
+int ServerProcess::wait_exit(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return -1;
   const auto deadline = Clock::now() + timeout;
   int status = 0;
   for (;;) {

@@ -61,8 +61,13 @@ class ServerProcess {
   explicit ServerProcess(const std::vector<std::string>& args);
   ~ServerProcess();  // SIGTERM, then SIGKILL if it has not exited after 30 s
   int port() const { return port_; }
+  bool running() const { return pid_ > 0; }  // started and not reaped yet
   // Sends SIGTERM and returns the exit code (128 + signal if killed by a signal, -1 on timeout).
   int terminate(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  // Sends `sig` without waiting (no-op once the process has been reaped).
+  void send_signal(int sig);
+  // Waits for the exit and returns the code as terminate() does; on timeout SIGKILLs the process and returns -1.
+  int wait_exit(std::chrono::milliseconds timeout = std::chrono::seconds(30));
   // Polls until /health reports status `status` (true) or the deadline passes.
   bool wait_status(const std::string& status, std::chrono::milliseconds timeout = std::chrono::seconds(300));
   std::string log() const;  // the server's stderr so far

@@ -19,5 +19,4 @@ void set_omp_defaults(int, char**, char**) {
 
 }  // namespace
 
-__attribute__((section(".preinit_array"), used)) void (*flux_preinit_omp_env)(int, char**, char**) =
-    &set_omp_defaults;
+__attribute__((section(".preinit_array"), used)) void (*flux_preinit_omp_env)(int, char**, char**) = &set_omp_defaults;
