@@ -80,7 +80,7 @@ for target in "${targets[@]}"; do
   artifacts="$build/artifacts/$target"
   mkdir -p "$corpus" "$artifacts"
   seed_target "$target" "$corpus"
-  args=(-max_total_time="$seconds" -artifact_prefix="$artifacts/" -print_final_stats=1 -rss_limit_mb=2048 -timeout=20)
+  args=(-max_total_time="$seconds" -artifact_prefix="$artifacts/" -print_final_stats=1 -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=20)
   if write_dict "$target" "$build/$target.dict"; then args+=(-dict="$build/$target.dict"); fi
   echo "== $target: ${seconds}s, corpus $(ls "$corpus" | wc -l) files"
   if ! "$build/fuzz/$target" "${args[@]}" "$corpus" >"$build/$target.log" 2>&1; then

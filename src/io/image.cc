@@ -37,6 +37,7 @@ void copy_message(char* dst, size_t cap, const char* msg) {
 // ---- PNG ------------------------------------------------------------------------------------------------
 
 struct PngState {
+  uint64_t max_pixels = kMaxPixels;
   png_structp png = nullptr;
   png_infop info = nullptr;
   png_infop end_info = nullptr;
@@ -77,6 +78,17 @@ extern "C" void fx_png_on_warning(png_structp png, png_const_charp msg) {
   auto* s = static_cast<PngState*>(png_get_error_ptr(png));
   copy_message(s->warning, sizeof s->warning, msg);
 }
+
+// libpng's own allocations (chunk buffers, rows, text) are capped: a chunk header can claim any length, and
+// libpng allocates before it reads (fuzzing found 75-byte files asking for 0.7 and 1.9 GB). 64 MiB is far
+// above any legitimate need (a 16384-wide 16-bit RGBA row is 128 KiB); the pixel buffer is ours, not libpng's.
+constexpr png_alloc_size_t kPngAllocCap = png_alloc_size_t{64} << 20;
+
+extern "C" png_voidp fx_png_malloc(png_structp png, png_alloc_size_t n) {
+  return n <= kPngAllocCap ? std::malloc(n) : nullptr;  // NULL makes libpng raise "out of memory"
+}
+
+extern "C" void fx_png_free(png_structp png, png_voidp p) { std::free(p); }
 
 extern "C" void fx_png_read_bytes(png_structp png, png_bytep dst, png_size_t n) {
   auto* s = static_cast<PngState*>(png_get_io_ptr(png));
@@ -124,7 +136,8 @@ bool fx_png_encode_c(PngState* s, const uint8_t* rgb, uint32_t width, uint32_t h
 
 // Decodes to 8-bit RGB (with_pixels) and/or reads through to the end for text chunks after the image.
 bool fx_png_decode_c(PngState* s, bool with_pixels) {
-  s->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, s, fx_png_on_error, fx_png_on_warning);
+  s->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, s, fx_png_on_error, fx_png_on_warning, nullptr,
+                                    fx_png_malloc, fx_png_free);
   if (s->png == nullptr) return copy_message(s->error, sizeof s->error, "cannot create a PNG reader"), false;
   s->info = png_create_info_struct(s->png);
   s->end_info = png_create_info_struct(s->png);
@@ -133,13 +146,14 @@ bool fx_png_decode_c(PngState* s, bool with_pixels) {
   if (setjmp(png_jmpbuf(s->png))) return false;
   png_set_read_fn(s->png, s, fx_png_read_bytes);
   png_set_user_limits(s->png, kMaxSide, kMaxSide);
+  png_set_chunk_cache_max(s->png, 1000);
   png_read_info(s->png, s->info);
   s->width = png_get_image_width(s->png, s->info);
   s->height = png_get_image_height(s->png, s->info);
-  if (uint64_t{s->width} * s->height > kMaxPixels) {
+  if (uint64_t{s->width} * s->height > s->max_pixels) {
     char msg[128];
     std::snprintf(msg, sizeof msg, "image %ux%u: expected at most %llu pixels", s->width, s->height,
-                  static_cast<unsigned long long>(kMaxPixels));
+                  static_cast<unsigned long long>(s->max_pixels));
     png_error(s->png, msg);
   }
   // Any colour type and depth -> 8-bit RGB: palette and low-depth grey expand, 16 bits scale down,
@@ -174,6 +188,7 @@ bool is_png(const uint8_t* data, size_t size) {
 // ---- JPEG -----------------------------------------------------------------------------------------------
 
 struct JpegState {
+  uint64_t max_pixels = kMaxPixels;
   jpeg_decompress_struct cinfo{};
   jpeg_error_mgr err{};
   jmp_buf jump{};
@@ -221,8 +236,9 @@ bool fx_jpeg_decode_c(JpegState* s, const uint8_t* data, size_t size) {
   jpeg_start_decompress(&s->cinfo);
   s->width = s->cinfo.output_width;
   s->height = s->cinfo.output_height;
-  if (s->width > kMaxSide || s->height > kMaxSide || uint64_t{s->width} * s->height > kMaxPixels) {
-    copy_message(s->error, sizeof s->error, "image too large");
+  if (s->width > kMaxSide || s->height > kMaxSide || uint64_t{s->width} * s->height > s->max_pixels) {
+    std::snprintf(s->error, sizeof s->error, "image %ux%u: expected at most %llu pixels", s->width, s->height,
+                  static_cast<unsigned long long>(s->max_pixels));
     return false;
   }
   if (s->cinfo.output_components != 3) {
@@ -309,10 +325,34 @@ void write_png(const std::string& path, const Image& image, const std::map<std::
   }
 }
 
-Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
+// Every chunk's length must fit in the bytes that follow it. libpng allocates a chunk's claimed length
+// before reading it (fuzzing found a 75-byte file whose tEXt claimed 755 MB), and Debian's build ignores
+// png_set_chunk_malloc_max; the whole file is in memory here, so the claim can be checked first.
+static void check_png_chunks(const uint8_t* data, size_t size, const std::string& name) {
+  size_t at = 8;  // after the signature
+  while (at + 12 <= size) {
+    const uint32_t length = (uint32_t{data[at]} << 24) | (uint32_t{data[at + 1]} << 16) |
+                            (uint32_t{data[at + 2]} << 8) | uint32_t{data[at + 3]};
+    const std::string type(reinterpret_cast<const char*>(data + at + 4), 4);
+    const size_t left = size - at - 12;
+    if (length > left) {
+      std::string printable;
+      for (char c : type) printable += (c >= 32 && c < 127) ? c : '?';
+      fail(name, ": invalid PNG: chunk '", printable, "' at byte ", at, " claims ", length, " bytes, only ", left,
+           " follow");
+    }
+    if (type == "IEND") return;
+    at += 12 + length;
+  }
+}
+
+Image decode_image(const uint8_t* data, size_t size, const std::string& name, uint64_t max_pixels) {
+  max_pixels = std::min(max_pixels, kMaxPixels);
   Image image;
   if (is_png(data, size)) {
+    check_png_chunks(data, size, name);
     PngState s;
+    s.max_pixels = max_pixels;
     s.in = data;
     s.in_size = size;
     if (!fx_png_decode_c(&s, true)) fail(name, ": invalid PNG: ", png_reason(s));
@@ -323,6 +363,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
   }
   if (is_jpeg(data, size)) {
     JpegState s;
+    s.max_pixels = max_pixels;
     if (!fx_jpeg_decode_c(&s, data, size)) fail(name, ": invalid JPEG: ", s.error);
     image.width = static_cast<int>(s.width);
     image.height = static_cast<int>(s.height);

@@ -20,7 +20,9 @@ void write_png(const std::string& path, const Image& image, const std::map<std::
 std::vector<uint8_t> encode_png(const Image& image, const std::map<std::string, std::string>& text = {});
 // Reads PNG (any bit depth/colour type, converted to 8-bit RGB) or JPEG, by content.
 Image read_image(const std::string& path);
-Image decode_image(const uint8_t* data, size_t size, const std::string& name);
+// max_pixels caps width * height before any pixel buffer is allocated (an upload's limit); the decoder's own
+// cap is 64 Mpx and 16384 per side.
+Image decode_image(const uint8_t* data, size_t size, const std::string& name, uint64_t max_pixels = UINT64_MAX);
 // The tEXt chunks of a PNG.
 std::map<std::string, std::string> read_png_text(const std::string& path);
 

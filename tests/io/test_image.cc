@@ -261,3 +261,53 @@ TEST(Image, UnknownFormat) {
 
 }  // namespace
 }  // namespace flux
+
+namespace flux {
+namespace {
+
+TEST(Image, CallerPixelCapRefusesLargerImages) {
+  Image im;
+  im.width = 40;
+  im.height = 24;
+  im.pixels.assign(40 * 24 * 3, 7);
+  const std::vector<uint8_t> png = encode_png(im);
+  EXPECT_EQ(decode_image(png.data(), png.size(), "a.png", 40 * 24).width, 40);  // exactly at the cap
+  try {
+    decode_image(png.data(), png.size(), "a.png", 40 * 24 - 1);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("a.png: invalid PNG: image 40x24: expected at most 959 pixels"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace flux
+
+namespace flux {
+namespace {
+
+TEST(Image, ChunkClaimingMoreThanTheFileIsRefusedBeforeAllocating) {
+  // Found by fuzz_image: a 7x5 PNG whose tEXt chunk header claims 0x2d000012 bytes (755 MB); libpng would
+  // allocate that much before noticing the file is 75 bytes long.
+  Image im;
+  im.width = 7;
+  im.height = 5;
+  im.pixels.assign(7 * 5 * 3, 3);
+  std::vector<uint8_t> png = encode_png(im, {{"parameters", "seed: 1"}});
+  const size_t text = 8 + 25;  // signature, IHDR (4 + 4 + 13 + 4): the tEXt chunk's length field
+  ASSERT_EQ(std::string(reinterpret_cast<const char*>(&png[text + 4]), 4), "tEXt");
+  png[text] = 0x2d;
+  try {
+    decode_image(png.data(), png.size(), "big.png");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("big.png: invalid PNG: chunk 'tEXt' at byte 33 claims 754974738 bytes"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace flux
