@@ -238,9 +238,10 @@ int main(int argc, char** argv) {
   const double job_s = std::chrono::duration<double>(Clock::now() - t_job).count();
   stop_server(s);
 
-  std::printf("medium model: %.2f GiB on disk; %d loading run(s) started with a dropped page cache (cold); "
-              "the last load, from the page cache, took %.1f s\n",
-              static_cast<double>(model_bytes) / (1 << 30), cold_loads, load_s);
+  std::printf(
+      "medium model: %.2f GiB on disk; %d loading run(s) started with a dropped page cache (cold); "
+      "the last load, from the page cache, took %.1f s\n",
+      static_cast<double>(model_bytes) / (1 << 30), cold_loads, load_s);
   print("idle", summarize(idle));
   print("while loading the medium model", summarize(loading));
   print("while a 256x256 12-step job runs", summarize(busy));
