@@ -14,6 +14,7 @@
 #include "io/weight_store.h"
 #include "models/clip_text.h"
 #include "test_util.h"
+#include "weight_files.h"
 
 namespace flux {
 namespace {
@@ -21,37 +22,9 @@ namespace {
 std::string clip_file() { return test::golden_dir() + "/weights/clip_l.safetensors"; }
 std::string clip_folder() { return test::golden_dir() + "/models/FLUX.1-schnell/text_encoder"; }
 
-using Tensors = std::vector<std::pair<std::string, Tensor>>;
-
-Tensors read_all(const std::string& path) {
-  const SafetensorsFile file = SafetensorsFile::open(path);
-  Tensors out;
-  for (const SafetensorsEntry& e : file.entries()) out.emplace_back(e.name, file.tensor(e));
-  return out;
-}
-
-// Temp folders of this file's tests, removed when the test program ends.
-class TempDirs : public ::testing::Environment {
- public:
-  static std::string make(const std::string& tag) {
-    static TempDirs* env = static_cast<TempDirs*>(::testing::AddGlobalTestEnvironment(new TempDirs));
-    env->dirs_.push_back(test::temp_dir(tag));
-    return env->dirs_.back();
-  }
-  void TearDown() override {
-    for (const std::string& d : dirs_) std::filesystem::remove_all(d);
-  }
-
- private:
-  std::vector<std::string> dirs_;
-};
-
-// Writes `tensors` to model.safetensors in a fresh temp folder (no metadata unless given); returns its path.
-std::string write_temp(const std::string& tag, const Tensors& tensors, const std::map<std::string, std::string>& meta) {
-  const std::string path = TempDirs::make(tag) + "/model.safetensors";
-  write_safetensors(path, tensors, meta);
-  return path;
-}
+using test::read_all;
+using test::Tensors;
+using test::write_temp;
 
 std::vector<int32_t> row_ids(const Tensor& ids, int64_t row) {  // I64 [N, L] -> row as int32
   const int64_t len = ids.dim(1);
@@ -206,7 +179,7 @@ TEST(ClipText, ConfigFromShapes) {
 }
 
 TEST(ClipText, BadConfigAndInputsAreErrors) {
-  const std::string dir = TempDirs::make("clip-badcfg");
+  const std::string dir = test::cleaned_temp_dir("clip-badcfg");
   { std::ofstream(dir + "/config.json") << R"({"hidden_size": "wide"})"; }
   WeightStore store = WeightStore::open(clip_file());
   try {

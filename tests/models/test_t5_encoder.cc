@@ -17,6 +17,7 @@
 #include "models/t5_encoder.h"
 #include "tensor/convert.h"
 #include "test_util.h"
+#include "weight_files.h"
 
 namespace flux {
 namespace {
@@ -24,37 +25,9 @@ namespace {
 std::string t5_file() { return test::golden_dir() + "/weights/t5xxl.safetensors"; }
 std::string t5_folder() { return test::golden_dir() + "/models/FLUX.1-schnell/text_encoder_2"; }
 
-using Tensors = std::vector<std::pair<std::string, Tensor>>;
-
-Tensors read_all(const std::string& path) {
-  const SafetensorsFile file = SafetensorsFile::open(path);
-  Tensors out;
-  for (const SafetensorsEntry& e : file.entries()) out.emplace_back(e.name, file.tensor(e));
-  return out;
-}
-
-// Temp folders of this file's tests, removed when the test program ends.
-class TempDirs : public ::testing::Environment {
- public:
-  static std::string make(const std::string& tag) {
-    static TempDirs* env = static_cast<TempDirs*>(::testing::AddGlobalTestEnvironment(new TempDirs));
-    env->dirs_.push_back(test::temp_dir(tag));
-    return env->dirs_.back();
-  }
-  void TearDown() override {
-    for (const std::string& d : dirs_) std::filesystem::remove_all(d);
-  }
-
- private:
-  std::vector<std::string> dirs_;
-};
-
-// Writes `tensors` to model.safetensors in a fresh temp folder (no metadata unless given); returns its path.
-std::string write_temp(const std::string& tag, const Tensors& tensors, const std::map<std::string, std::string>& meta) {
-  const std::string path = TempDirs::make(tag) + "/model.safetensors";
-  write_safetensors(path, tensors, meta);
-  return path;
-}
+using test::read_all;
+using test::Tensors;
+using test::write_temp;
 
 std::map<std::string, std::string> golden_metadata() { return WeightStore::open(t5_file()).metadata(); }
 
@@ -253,7 +226,7 @@ TEST(T5Encoder, MissingTensorIsNamed) {
 }
 
 TEST(T5Encoder, BadConfigAndInputsAreErrors) {
-  const std::string dir = TempDirs::make("t5-badcfg");
+  const std::string dir = test::cleaned_temp_dir("t5-badcfg");
   { std::ofstream(dir + "/config.json") << R"({"d_model": 32, "feed_forward_proj": "relu"})"; }
   WeightStore store = WeightStore::open(t5_file());
   try {
