@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds fluxcpp with AddressSanitizer (build-io-asan) and runs `fluxcpp info` on malformed safetensors files:
-# each must exit 1 with one "fluxcpp: error: <file>: ..." line and no sanitizer report; good files exit 0.
-#   scripts/check_info_asan.sh [BUILD_DIR]
+# Builds fluxcpp with AddressSanitizer and runs `fluxcpp info` on malformed safetensors files: each must exit 1
+# with one "fluxcpp: error: <file>: ..." line and no sanitizer report; good files exit 0.
+#   scripts/check_info_asan.sh [BUILD_DIR]   (default build-asan, configured exactly as scripts/sanitize.sh
+#                                             configures it, so the two share the folder in any order)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$root/build-io-asan}
+build=${1:-$root/build-asan}
 shared=${FLUX_SHARED_DIR:-$root/../shared}
-cmake -S "$root" -B "$build" -G Ninja -DFLUX_SANITIZE=address -DFLUX_TESTS=OFF -DFLUX_BENCH=OFF \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLUX_SANITIZE=address -DFLUX_BENCH=OFF \
+  >/dev/null
 ninja -C "$build" -j"${JOBS:-2}" fluxcpp >/dev/null
 bin=$build/src/cli/fluxcpp
 [ -x "$bin" ] || bin=$(find "$build" -name fluxcpp -type f -perm -u+x | head -1)

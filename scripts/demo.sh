@@ -4,7 +4,8 @@
 #
 #   scripts/demo.sh                      tiny test model, 64x64
 #   SIZE=small scripts/demo.sh           bigger test model, 256x256
-#   TOKENIZERS=DIR scripts/demo.sh       tokenizer files (clip-l/ + t5/, or a diffusers folder)
+#   TOKENIZERS=DIR scripts/demo.sh       real tokenizer files (clip-l/ + t5/, or a diffusers folder); without
+#                                        it the test model gets small test tokenizers of fluxcpp's own making
 #   FLUX_MODEL=DIR scripts/demo.sh       real FLUX.1 weights (a diffusers folder such as a download of
 #                                        black-forest-labs/FLUX.1-schnell, or a folder with flux1-schnell.safetensors,
 #                                        ae.safetensors, clip_l.safetensors, t5xxl_fp16.safetensors + tokenizer dirs)
@@ -29,16 +30,11 @@ if [[ -n "${FLUX_MODEL:-}" ]]; then
   echo "demo: using real weights from $model (${width}x${height}; this takes minutes on a CPU)"
 else
   size="${SIZE:-tiny}"
-  tokenizers="${TOKENIZERS:-$root/../shared/tokenizers}"
-  if [[ ! -d "$tokenizers" ]]; then
-    echo "demo: no tokenizer files at $tokenizers." >&2
-    echo "      Pass TOKENIZERS=DIR: a folder with clip-l/ (vocab.json, merges.txt) and t5/ (spiece.model)," >&2
-    echo "      or a diffusers FLUX.1 folder with tokenizer/ and tokenizer_2/." >&2
-    exit 1
-  fi
   model="$out_dir/test-model-$size"
   if [[ ! -f "$model/model_index.json" ]]; then
-    "$bin" make-test-model "$model" --variant schnell --layout diffusers --size "$size" --tokenizers "$tokenizers"
+    tok_args=()
+    [[ -n "${TOKENIZERS:-}" ]] && tok_args=(--tokenizers "$TOKENIZERS")
+    "$bin" make-test-model "$model" --variant schnell --layout diffusers --size "$size" "${tok_args[@]}"
   fi
   if [[ "$size" == tiny ]]; then width="${WIDTH:-64}"; height="${HEIGHT:-64}"; else width="${WIDTH:-256}"; height="${HEIGHT:-256}"; fi
 fi
@@ -51,8 +47,9 @@ args=(generate --model "$model" --prompt "$prompt" --width "$width" --height "$h
 echo
 echo "demo: the image is at $out_dir/demo.png"
 if [[ -z "${FLUX_MODEL:-}" ]]; then
-  echo "demo: this model has RANDOM weights, so the picture is noise-like by design: it shows the whole pipeline"
-  echo "      (tokenizers, CLIP-L, T5, the FLUX transformer, the Euler sampler, the autoencoder) running end to end."
+  echo "demo: this model has RANDOM weights (and, unless TOKENIZERS was given, small test tokenizers), so the"
+  echo "      picture is noise-like by design: it shows the whole pipeline (tokenizers, CLIP-L, T5, the FLUX"
+  echo "      transformer, the Euler sampler, the autoencoder) running end to end."
   echo "      For real pictures, download FLUX.1-schnell (diffusers layout) and run:"
   echo "        FLUX_MODEL=/path/to/FLUX.1-schnell scripts/demo.sh"
   echo "      or call the binary with single files:"

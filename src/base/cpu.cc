@@ -7,6 +7,8 @@
 #include <cstring>
 #include <mutex>
 
+#include "base/error.h"
+
 namespace flux {
 namespace {
 
@@ -71,10 +73,11 @@ IsaLevel best_level(const CpuFeatures& f) {
 
 IsaLevel env_cap() {
   const char* env = std::getenv("FLUX_CPU");
-  if (env == nullptr) return IsaLevel::avx512;
+  if (env == nullptr || *env == '\0') return IsaLevel::avx512;
   if (std::strcmp(env, "scalar") == 0) return IsaLevel::scalar;
   if (std::strcmp(env, "avx2") == 0) return IsaLevel::avx2;
-  return IsaLevel::avx512;
+  if (std::strcmp(env, "avx512") == 0) return IsaLevel::avx512;
+  fail("FLUX_CPU: expected scalar, avx2 or avx512, got '", env, "'");
 }
 
 struct State {

@@ -141,7 +141,8 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
   const int steps = result.steps;
   const std::string params =
       str_cat("prompt: ", request.prompt, "; width: ", request.width, "; height: ", request.height, "; steps: ", steps,
-              "; guidance: ", request.guidance, "; seed: ", o.noise.empty() ? std::to_string(result.seed) : "-",
+              pipeline->variant() == Variant::dev ? str_cat("; guidance: ", request.guidance) : std::string(),
+              "; seed: ", o.noise.empty() ? std::to_string(result.seed) : "-",
               o.noise.empty() ? "" : "; noise: " + o.noise, "; model: ", pipeline->describe(), "; sampler: euler");
   write_png(o.output, result.image, {{"parameters", params}});
   if (result.prompt_truncated && !o.quiet)

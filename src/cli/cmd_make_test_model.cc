@@ -1,5 +1,6 @@
 // `fluxcpp make-test-model DIR`: a small random-weight FLUX.1 model set in the real layouts (diffusers folder or
-// BFL single files) with the real tokenizers copied in, for tests, demos and server benchmarks. See
+// BFL single files) with the given tokenizers copied in (or test tokenizers of its own making), for tests, demos
+// and server benchmarks. See
 // src/pipeline/test_model.h for the sizes. Random weights give noise-like pictures, by design.
 #include <cstdio>
 #include <memory>
@@ -37,8 +38,8 @@ const CommandRegistrar reg(
        sub.add_option("--layout", o->layout, "diffusers or single-file");
        sub.add_option("--size", o->size, "tiny (golden configs), small, or medium (>= 10 s per 256x256 image)");
        sub.add_option("--tokenizers", o->tokenizers,
-                      "tokenizer source: a folder with clip-l/ + t5/ (like shared/tokenizers) or a diffusers folder")
-           ->required();
+                      "tokenizer source: a folder with clip-l/ + t5/ (like shared/tokenizers) or a diffusers folder; "
+                      "without it, small test tokenizers of fluxcpp's own making are written");
        sub.add_option("--dtype", o->dtype, "weight dtype: f32, bf16 or f16");
        sub.add_option("--seed", o->seed, "random seed of the weights");
        return [o] {

@@ -53,10 +53,12 @@ int run(const TokenizeOptions& opt) {
     try {
       row = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception& e) {
-      fail("file ", opt.jsonl, " line ", line_no, ": bad JSON: ", e.what());
+      fail("file ", opt.jsonl, " line ", line_no,
+           ": bad JSON (each line is one object {\"text\": \"...\"}): ", e.what());
     }
     FLUX_CHECK(row.is_object() && row.contains("text") && row["text"].is_string(), "file ", opt.jsonl, " line ",
-               line_no, ": expected an object with a string field \"text\"");
+               line_no, ": expected one object {\"text\": \"...\"} per line, got ", row.type_name(),
+               row.is_object() ? (row.contains("text") ? " whose \"text\" is not a string" : " without \"text\"") : "");
     std::cout << tokenize(clip, t5, row["text"].get<std::string>(), opt.max_length).dump() << "\n";
   }
   return 0;

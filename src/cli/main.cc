@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (!log_level.empty()) set_log_level(parse_log_level(log_level));
+    cpu_features();  // checks FLUX_CPU before any command runs
     for (auto& [sub, action] : actions)
       if (sub->parsed()) return action();
   } catch (const Error& e) {

@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "pipeline/sampling.h"
 #include "text/t5_tokenizer.h"
+#include "text/test_tokenizers.h"
 
 namespace flux {
 namespace {
@@ -465,10 +466,7 @@ Variant parse_variant(const std::string& s) {
 uint64_t make_test_model(const std::string& dir_name, const TestModelOptions& o) {
   FLUX_CHECK(o.dtype == DType::f32 || o.dtype == DType::bf16 || o.dtype == DType::f16,
              "make-test-model: dtype expected f32, bf16 or f16, got ", dtype_name(o.dtype));
-  FLUX_CHECK(!o.tokenizers.empty(),
-             "make-test-model: --tokenizers SRC is required (a folder like shared/tokenizers "
-             "with clip-l/ + t5/, or a diffusers model folder)");
-  const TokenizerDirs tok = find_tokenizer_dirs(o.tokenizers);
+  const TokenizerDirs tok = o.tokenizers.empty() ? TokenizerDirs{} : find_tokenizer_dirs(o.tokenizers);
   const fs::path dir(dir_name);
   fs::create_directories(dir);
   const Sizes s = sizes_for(o.size);
@@ -522,8 +520,13 @@ uint64_t make_test_model(const std::string& dir_name, const TestModelOptions& o)
     write_json(dir / "text_encoder_2" / "config.json", t5_config(s));
     write_safetensors((dir / "text_encoder_2" / "model.safetensors").string(), t5, {{"format", "pt"}});
   }
-  copy_files(tok.clip, dir / "tokenizer");
-  copy_files(tok.t5, dir / "tokenizer_2");
+  if (o.tokenizers.empty()) {
+    write_test_clip_tokenizer((dir / "tokenizer").string());
+    write_test_t5_tokenizer((dir / "tokenizer_2").string());
+  } else {
+    copy_files(tok.clip, dir / "tokenizer");
+    copy_files(tok.t5, dir / "tokenizer_2");
+  }
   return total;
 }
 

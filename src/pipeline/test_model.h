@@ -2,7 +2,8 @@
 // the diffusers folder (model_index.json, per-component config.json and safetensors with diffusers names,
 // the transformer sharded with an index, its q/k/v split and norm_out halves swapped as diffusers' conversion
 // script does) or BFL single files (flux1-*.safetensors, ae.safetensors, clip_l.safetensors, t5xxl.safetensors,
-// each carrying its config in __metadata__), plus the tokenizer files copied into tokenizer/ and tokenizer_2/.
+// each carrying its config in __metadata__), plus the tokenizer files copied into tokenizer/ and tokenizer_2/
+// (or test tokenizers written there when no source is given).
 // Vocabularies keep their real sizes (CLIP 49408, T5 32128) so the real tokenizers apply. Deterministic per seed.
 #pragma once
 
@@ -25,7 +26,9 @@ struct TestModelOptions {
   Variant variant = Variant::schnell;
   TestModelLayout layout = TestModelLayout::diffusers;
   TestModelSize size = TestModelSize::tiny;
-  std::string tokenizers;  // source: a folder like shared/tokenizers (clip-l/, t5/) or a diffusers folder
+  // Source: a folder like shared/tokenizers (clip-l/, t5/) or a diffusers folder; empty: small test
+  // tokenizers of our own making (text/test_tokenizers.h).
+  std::string tokenizers;
   uint64_t seed = 0;
   DType dtype = DType::f32;  // f32, bf16 or f16 for the weights
 };

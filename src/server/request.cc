@@ -41,9 +41,11 @@ bool get_bool(const json& v, const std::string& name) {
   return v.get<bool>();
 }
 
+// The noise generator (torch's) uses a seed's low 32 bits, so random seeds are drawn from those: every seed
+// the server reports makes a different image and reproduces it (a client may send any seed up to 2^53 - 1).
 uint64_t random_seed() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
-  return rng() >> 11;  // 53 bits: exact in JSON numbers read as doubles by browsers
+  return rng() >> 32;
 }
 
 }  // namespace

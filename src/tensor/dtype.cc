@@ -1,5 +1,7 @@
 #include "tensor/dtype.h"
 
+#include "base/error.h"
+
 namespace flux {
 
 size_t dtype_size(DType dtype) {
@@ -26,6 +28,26 @@ size_t dtype_size(DType dtype) {
       return 1;
     case DType::boolean:
       return 1;
+    case DType::q4_0:
+      return 18;
+    case DType::q4_1:
+      return 20;
+    case DType::q5_0:
+      return 22;
+    case DType::q5_1:
+      return 24;
+    case DType::q8_0:
+      return 34;
+    case DType::q2_K:
+      return 84;
+    case DType::q3_K:
+      return 110;
+    case DType::q4_K:
+      return 144;
+    case DType::q5_K:
+      return 176;
+    case DType::q6_K:
+      return 210;
   }
   return 0;
 }
@@ -54,6 +76,26 @@ const char* dtype_name(DType dtype) {
       return "u8";
     case DType::boolean:
       return "bool";
+    case DType::q4_0:
+      return "q4_0";
+    case DType::q4_1:
+      return "q4_1";
+    case DType::q5_0:
+      return "q5_0";
+    case DType::q5_1:
+      return "q5_1";
+    case DType::q8_0:
+      return "q8_0";
+    case DType::q2_K:
+      return "q2_K";
+    case DType::q3_K:
+      return "q3_K";
+    case DType::q4_K:
+      return "q4_K";
+    case DType::q5_K:
+      return "q5_K";
+    case DType::q6_K:
+      return "q6_K";
   }
   return "?";
 }
@@ -61,6 +103,22 @@ const char* dtype_name(DType dtype) {
 bool is_float(DType dtype) {
   return dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16 || dtype == DType::f8_e4m3 ||
          dtype == DType::f64;
+}
+
+bool is_quantized(DType dtype) { return dtype >= DType::q4_0 && dtype <= DType::q6_K; }
+
+int64_t dtype_block_size(DType dtype) {
+  if (!is_quantized(dtype)) return 1;
+  return dtype >= DType::q2_K ? 256 : 32;
+}
+
+size_t dtype_block_bytes(DType dtype) { return dtype_size(dtype); }
+
+size_t dtype_nbytes(DType dtype, int64_t n) {
+  const int64_t block = dtype_block_size(dtype);
+  FLUX_CHECK(n >= 0 && n % block == 0, dtype_name(dtype), ": ", n, " elements are not a whole number of ", block,
+             "-element blocks");
+  return static_cast<size_t>(n / block) * dtype_block_bytes(dtype);
 }
 
 }  // namespace flux

@@ -7,6 +7,16 @@
 #include "tensor/convert.h"
 
 namespace flux {
+namespace {
+
+// A quantized tensor's rows (its last dim) are whole blocks, so every row starts on a block.
+void check_blocks(DType dtype, const Shape& shape) {
+  if (!is_quantized(dtype)) return;
+  FLUX_CHECK(shape.ndim() >= 1 && shape[shape.ndim() - 1] % dtype_block_size(dtype) == 0, dtype_name(dtype), " tensor ",
+             shape.str(), ": the last dim must be a multiple of ", dtype_block_size(dtype));
+}
+
+}  // namespace
 
 Shape::Shape(std::initializer_list<int64_t> dims) : Shape(std::span<const int64_t>(dims.begin(), dims.size())) {}
 
@@ -43,8 +53,8 @@ bool Shape::operator==(const Shape& other) const {
 
 Tensor Tensor::empty(DType dtype, const Shape& shape) {
   for (int i = 0; i < shape.ndim(); ++i) FLUX_CHECK(shape[i] >= 0, "Tensor::empty: bad shape ", shape.str());
-  auto buffer =
-      std::make_shared<AlignedBuffer>(std::max<size_t>(1, static_cast<size_t>(shape.numel()) * dtype_size(dtype)));
+  check_blocks(dtype, shape);
+  auto buffer = std::make_shared<AlignedBuffer>(std::max<size_t>(1, dtype_nbytes(dtype, shape.numel())));
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = shape;
@@ -69,6 +79,7 @@ Tensor Tensor::from_f32(const Shape& shape, std::span<const float> values) {
 }
 
 Tensor Tensor::view(DType dtype, const Shape& shape, const void* data, std::shared_ptr<const void> owner) {
+  check_blocks(dtype, shape);
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = shape;
@@ -107,6 +118,7 @@ Tensor Tensor::reshape(const Shape& shape) const {
     s[infer] = numel() / known;
   }
   FLUX_CHECK(s.numel() == numel(), "reshape ", describe(), " to ", s.str(), ": element count differs");
+  check_blocks(dtype_, s);
   Tensor t = *this;
   t.shape_ = s;
   return t;
@@ -118,7 +130,7 @@ Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
   Tensor t = *this;
   const int64_t row = shape_[0] == 0 ? 0 : numel() / shape_[0];
   t.shape_[0] = end - begin;
-  t.data_ = data_ + static_cast<size_t>(begin * row) * dtype_size(dtype_);
+  t.data_ = data_ + dtype_nbytes(dtype_, begin * row);
   return t;
 }
 

@@ -59,7 +59,8 @@ class Tensor {
   // dim(-1) is the last dimension.
   int64_t dim(int i) const;
   int64_t numel() const { return shape_.numel(); }
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  // Quantized tensors: whole blocks along the last dim (checked when made).
+  size_t nbytes() const { return dtype_nbytes(dtype_, numel()); }
   bool writable() const { return writable_; }
 
   const void* raw() const { return data_; }
@@ -76,7 +77,8 @@ class Tensor {
   Tensor slice_rows(int64_t begin, int64_t end) const;
   // Deep copy into owned storage.
   Tensor clone() const;
-  // Converts to `dtype` (a copy; shares storage when already that dtype). Float types only.
+  // Converts to `dtype` (a copy; shares storage when already that dtype): float types, and quantized types
+  // dequantized (ggml's formulas, bit for bit) to f32, or to bf16/f16 through f32.
   Tensor to(DType dtype) const;
 
   std::string describe() const;  // "bf16 [3072, 64]"

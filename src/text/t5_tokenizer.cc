@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "base/error.h"
+#include "text/test_tokenizers.h"
 #include "text/unicode_text.h"
 
 namespace flux {
@@ -55,8 +56,10 @@ T5Tokenizer T5Tokenizer::load(const std::string& dir) {
   auto& sp = tok.impl_->sp;
   const auto status = sp.Load(path);
   FLUX_CHECK(status.ok(), "file ", path, ": SentencePiece cannot load it: ", status.ToString());
-  FLUX_CHECK(sp.GetPieceSize() == kNumPieces, "file ", path, ": expected ", kNumPieces, " pieces (T5), got ",
-             sp.GetPieceSize());
+  // A test tokenizer (test_tokenizers.h) has fewer pieces; its ids still fit T5's embedding.
+  const bool test_tokenizer = is_test_tokenizer_dir(dir);
+  FLUX_CHECK(sp.GetPieceSize() == kNumPieces || (test_tokenizer && sp.GetPieceSize() < kNumPieces), "file ", path,
+             ": expected ", kNumPieces, " pieces (T5), got ", sp.GetPieceSize());
   FLUX_CHECK(sp.pad_id() == kPad && sp.eos_id() == kEos && sp.unk_id() == kUnk, "file ", path,
              ": expected pad/eos/unk ids 0/1/2, got ", sp.pad_id(), "/", sp.eos_id(), "/", sp.unk_id());
   return tok;

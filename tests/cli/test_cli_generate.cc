@@ -74,7 +74,36 @@ TEST(CliGenerate, GoldenDiffusersFoldersWithStoredNoise) {
     ASSERT_TRUE(text.count("parameters"));
     EXPECT_NE(text.at("parameters").find(std::string("prompt: ") + c.prompt), std::string::npos);
     EXPECT_NE(text.at("parameters").find(str_cat("steps: ", c.steps)), std::string::npos);
+    // Only dev uses guidance, so only its PNG records it.
+    EXPECT_EQ(text.at("parameters").find("guidance: 3.5") != std::string::npos, c.dev) << text.at("parameters");
   }
+}
+
+// The README's first command on a fresh clone: no tokenizer files anywhere, so make-test-model writes its own
+// test tokenizers and the whole pipeline runs on them.
+TEST(CliGenerate, TestModelWithItsOwnTestTokenizers) {
+  const std::string dir = test::temp_dir("cli-own-tokenizers") + "/model";
+  CliRun r = run_cli({"make-test-model", dir});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(test::read_file(dir + "/tokenizer/README.txt").find("TEST TOKENIZER"), std::string::npos);
+  EXPECT_NE(test::read_file(dir + "/tokenizer_2/tokenizer_config.json").find("fluxcpp_test_tokenizer"),
+            std::string::npos);
+  r = run_cli({"generate", "--model", dir, "-p", "a red fox in the snow", "-W", "32", "-H", "48", "--seed", "7", "-o",
+               dir + ".png", "-q"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const Image img = read_image(dir + ".png");
+  EXPECT_EQ(img.width, 32);
+  EXPECT_EQ(img.height, 48);
+  r = run_cli({"tokenize", "--tokenizers", dir, "a red fox"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\"clip_ids\":[49406,"), std::string::npos) << r.out;
+}
+
+TEST(CliGenerate, UnknownFluxCpuIsAnError) {
+  const CliRun r = test::run_process(
+      {"/usr/bin/env", "FLUX_CPU=avx3", FLUX_CLI_PATH, "info", test::golden_dir() + "/clip.safetensors"});
+  EXPECT_EQ(r.status, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("FLUX_CPU: expected scalar, avx2 or avx512, got 'avx3'"), std::string::npos) << r.err;
 }
 
 TEST(CliGenerate, MakeTestModelBothLayoutsAgree) {

@@ -110,7 +110,14 @@ TEST(CliTokenize, ErrorsAreClear) {
   std::ofstream(bad) << "{\"text\": \"ok\"}\n{\"prompt\": 1}\n";
   r = run_cli("--tokenizers " + shell_quote(test::tokenizer_dir()) + " --jsonl " + shell_quote(bad));
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.out.find("bad.jsonl line 2: expected an object with a string field \"text\""), std::string::npos)
+  EXPECT_NE(r.out.find("bad.jsonl line 2: expected one object {\"text\": \"...\"} per line, got object without "
+                       "\"text\""),
+            std::string::npos)
+      << r.out;
+  std::ofstream(bad) << "a cat\n";
+  r = run_cli("--tokenizers " + shell_quote(test::tokenizer_dir()) + " --jsonl " + shell_quote(bad));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("bad.jsonl line 1: bad JSON (each line is one object {\"text\": \"...\"})"), std::string::npos)
       << r.out;
 }
 
