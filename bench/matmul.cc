@@ -1,7 +1,8 @@
 // bench_matmul: the FLUX linear layers (M = 1280 tokens) through kernels::Linear (f32 and bf16 weights,
 // prepacked and per-call), our own matmul_f32, and a plain oneDNN matmul written here as the baseline, all in
 // the same run; then one FLUX-sized attention. Each figure: warm-up, then the best of a few repetitions.
-// Usage: bench_matmul [reps [attention]]   (default 2 repetitions; "attention" runs only the attention line)
+// Usage: bench_matmul [reps [attention|quant]]   (default 2 repetitions; "attention" runs only the attention
+// line; "quant" only the quantized-weight rows: q8_0 and q4_K Linears next to the bf16 one at M = 1280 and 4608)
 #include "kernels/matmul.h"
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include "kernels/attention.h"
 #include "kernels/internal.h"
 #include "tensor/convert.h"
+#include "tensor/quantize.h"
 #include "tensor/tensor.h"
 
 namespace {
@@ -79,11 +81,52 @@ void row(const char* name, double flop, double seconds, double baseline_seconds)
               baseline_seconds / seconds);
 }
 
+// Quantized weights (q8_0, q4_K, quantized as sd.cpp does) against the bf16 weight of the same values, both
+// modes, at the FLUX token counts of 512^2 (1280) and 1024^2 (4608) images.
+void bench_quantized(int reps) {
+  std::printf("\nquantized weights: Linear per weight form, GFLOP/s and ratio to the bf16 weight in the same mode\n");
+  struct KN {
+    int64_t k, n;
+  };
+  for (int64_t m : {int64_t{1280}, int64_t{4608}}) {
+    const std::vector<float> x = random_vector(size_t(m) * 3072, 1);
+    for (KN s : {KN{3072, 3072}, KN{3072, 12288}}) {
+      const double flop = 2.0 * double(m) * double(s.k) * double(s.n);
+      std::printf("\n%lld x %lld x %lld (M x K x N), %.1f GFLOP\n", static_cast<long long>(m),
+                  static_cast<long long>(s.k), static_cast<long long>(s.n), flop * 1e-9);
+      const Tensor w32 = Tensor::from_f32({s.n, s.k}, random_vector(size_t(s.n * s.k), 2));
+      const Tensor bias = Tensor::from_f32({s.n}, random_vector(size_t(s.n), 3));
+      const auto ones = unit_importance(s.k);
+      const std::pair<const char*, Tensor> weights[] = {{"bf16", w32.to(DType::bf16)},
+                                                        {"q8_0", quantize(w32, DType::q8_0, ones.data())},
+                                                        {"q4_K", quantize(w32, DType::q4_K, ones.data())}};
+      std::vector<float> y(size_t(m * s.n));
+      for (auto mode : {kernels::WeightMode::prepacked, kernels::WeightMode::per_call}) {
+        const char* mode_name = mode == kernels::WeightMode::prepacked ? "prepacked" : "per_call";
+        double base = 0;
+        for (const auto& [name, w] : weights) {
+          kernels::Linear lin(w, bias, mode);
+          const double t = best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); });
+          if (base == 0) base = t;
+          std::printf("  Linear %-4s %-9s %9.1f ms %8.1f GFLOP/s   x%.2f of bf16 %s\n", name, mode_name, t * 1e3,
+                      flop / t * 1e-9, base / t, mode_name);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 2;
   const bool attention_only = argc > 2 && std::string(argv[2]) == "attention";
+  if (argc > 2 && std::string(argv[2]) == "quant") {
+    std::printf("bench_matmul quant: %d threads, isa %s; products in %s; best of %d after a warm-up\n",
+                hardware_threads(), isa_name(isa_level()), dtype_name(kernels::linear_compute_dtype()), reps);
+    bench_quantized(reps);
+    return 0;
+  }
   const int64_t m = 1280;
   const bool has_bf16 = cpu_features().avx512_bf16;
   const bool bf16_products = kernels::linear_compute_dtype() == DType::bf16;

@@ -160,6 +160,8 @@ const char* safetensors_dtype_name(DType dtype) {
       return "U8";
     case DType::boolean:
       return "BOOL";
+    default:  // the GGUF block types have no safetensors dtype
+      break;
   }
   return "?";
 }
@@ -254,6 +256,8 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
     FLUX_CHECK(name != "__metadata__", path, ": '__metadata__' cannot name a tensor");
     FLUX_CHECK(!header.contains(name), path, ": tensor '", name, "' given twice");
     FLUX_CHECK(t.defined(), path, ": tensor '", name, "' is undefined");
+    FLUX_CHECK(!is_quantized(t.dtype()), path, ": tensor '", name, "' is ", dtype_name(t.dtype()),
+               ", which safetensors cannot store");
     header[name] = nullptr;  // keeps the given order in the header
   }
   // Data laid out by decreasing element size (as the reference writer does), so every tensor is aligned.

@@ -1,4 +1,4 @@
-// WeightStore: name -> (file, entry) over one or more mapped safetensors files. Binding problems are
+// WeightStore: name -> (file, entry) over one or more mapped safetensors or GGUF files. Binding problems are
 // collected and reported together by finish().
 #include "io/weight_store.h"
 
@@ -45,22 +45,31 @@ WeightStore WeightStore::open(const std::string& path) {
     auto it = store.tensors_.find(name);
     FLUX_CHECK(it != store.tensors_.end(), index_path, ": weight_map puts tensor '", name, "' in ", shard,
                ", which has no such tensor");
-    const std::string& actual = store.files_[it->second.file]->path();
+    const std::string& actual = store.files_[it->second.file].path();
     FLUX_CHECK(actual == shard, index_path, ": weight_map puts tensor '", name, "' in ", shard, ", found in ", actual);
   }
   return store;
 }
 
 void WeightStore::add_file(const std::string& path) {
-  auto file = std::make_unique<SafetensorsFile>(SafetensorsFile::open(path));
+  File file;
+  std::vector<std::pair<std::string, Ref>> refs;
   const size_t id = files_.size();
-  for (const SafetensorsEntry& e : file->entries()) {
-    auto it = tensors_.find(e.name);
-    FLUX_CHECK(it == tensors_.end(), path, ": tensor '", e.name, "' is also in ",
-               files_.empty() ? "" : source_of(e.name));
-    tensors_[e.name] = Ref{id, &e};
+  if (is_gguf_file(path)) {
+    file.gguf = std::make_unique<GgufFile>(GgufFile::open(path));
+    for (const GgufTensorInfo& t : file.gguf->tensors()) refs.emplace_back(t.name, Ref{id, nullptr, &t});
+  } else {
+    file.st = std::make_unique<SafetensorsFile>(SafetensorsFile::open(path));
+    for (const SafetensorsEntry& e : file.st->entries()) refs.emplace_back(e.name, Ref{id, &e, nullptr});
   }
-  for (const auto& [k, v] : file->metadata()) metadata_.emplace(k, v);  // the first file's value wins
+  for (const auto& [name, ref] : refs)  // all checked before any is added: a failed add leaves the store as it was
+    FLUX_CHECK(tensors_.count(name) == 0, path, ": tensor '", name, "' is also in ", source_of(name));
+  for (const auto& [name, ref] : refs) tensors_[name] = ref;
+  // The first file's value wins.
+  if (file.gguf)
+    for (const GgufKV& kv : file.gguf->kv()) metadata_.emplace(kv.key, kv.value.str());
+  else
+    for (const auto& [k, v] : file.st->metadata()) metadata_.emplace(k, v);
   files_.push_back(std::move(file));
 }
 
@@ -69,10 +78,27 @@ void WeightStore::strip_prefix(const std::string& prefix) {
   for (const auto& [name, ref] : tensors_) {
     const bool has = name.compare(0, prefix.size(), prefix) == 0;
     const std::string key = has ? name.substr(prefix.size()) : name;
-    FLUX_CHECK(renamed.emplace(key, ref).second, files_[ref.file]->path(), ": stripping '", prefix, "' from '", name,
+    FLUX_CHECK(renamed.emplace(key, ref).second, files_[ref.file].path(), ": stripping '", prefix, "' from '", name,
                "' gives '", key, "', which another tensor already has");
   }
   tensors_ = std::move(renamed);
+}
+
+void WeightStore::rename(const std::function<std::string(const std::string&)>& map) {
+  std::map<std::string, Ref> renamed;
+  std::map<std::string, std::string> original;  // new name -> old, for the message
+  for (const auto& [name, ref] : tensors_) {
+    const std::string key = map(name);
+    auto [it, added] = original.emplace(key, name);
+    FLUX_CHECK(added, files_[ref.file].path(), ": renaming '", name, "' and '", it->second, "' both give '", key, "'");
+    renamed.emplace(key, ref);
+  }
+  tensors_ = std::move(renamed);
+}
+
+Tensor WeightStore::tensor_of(const Ref& ref) const {
+  const File& f = files_[ref.file];
+  return ref.st ? f.st->tensor(*ref.st) : f.gguf->tensor(*ref.gguf);
 }
 
 bool WeightStore::contains(const std::string& name) const { return tensors_.count(name) != 0; }
@@ -87,7 +113,7 @@ std::vector<std::string> WeightStore::names() const {
 Tensor WeightStore::get(const std::string& name) const {
   auto it = tensors_.find(name);
   FLUX_CHECK(it != tensors_.end(), "weights (", join(files(), ", "), "): no tensor '", name, "'");
-  return files_[it->second.file]->tensor(*it->second.entry);
+  return tensor_of(it->second);
 }
 
 Tensor WeightStore::require(const std::string& name, const Shape& shape) {
@@ -97,16 +123,16 @@ Tensor WeightStore::require(const std::string& name, const Shape& shape) {
     if (absent_.insert(name).second) missing_.push_back(name);
     return {};
   }
-  const SafetensorsEntry& e = *it->second.entry;
-  if (shape.ndim() > 0 && !(e.shape == shape)) {
-    missing_.push_back(str_cat(name, ": expected shape ", shape.str(), ", got ", e.shape.str()));
+  const Ref& ref = it->second;
+  if (shape.ndim() > 0 && !(ref.shape() == shape)) {
+    missing_.push_back(str_cat(name, ": expected shape ", shape.str(), ", got ", ref.shape().str()));
     return {};
   }
-  if (!is_float(e.dtype)) {
-    missing_.push_back(str_cat(name, ": expected a float dtype, got ", dtype_name(e.dtype)));
+  if (!is_float(ref.dtype()) && !is_quantized(ref.dtype())) {
+    missing_.push_back(str_cat(name, ": expected a float dtype, got ", dtype_name(ref.dtype())));
     return {};
   }
-  return files_[it->second.file]->tensor(e);
+  return tensor_of(ref);
 }
 
 Tensor WeightStore::require_f32(const std::string& name, const Shape& shape) {
@@ -143,18 +169,18 @@ void WeightStore::finish(const std::string& what, bool strict_unused) {
 
 std::string WeightStore::source_of(const std::string& name) const {
   auto it = tensors_.find(name);
-  return it == tensors_.end() ? std::string() : files_[it->second.file]->path();
+  return it == tensors_.end() ? std::string() : files_[it->second.file].path();
 }
 
 std::vector<std::string> WeightStore::files() const {
   std::vector<std::string> out;
-  for (const auto& f : files_) out.push_back(f->path());
+  for (const auto& f : files_) out.push_back(f.path());
   return out;
 }
 
 size_t WeightStore::total_bytes() const {
   size_t n = 0;
-  for (const auto& f : files_) n += f->data_bytes();
+  for (const auto& f : files_) n += f.data_bytes();
   return n;
 }
 

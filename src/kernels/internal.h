@@ -78,6 +78,9 @@ void gemm_threaded(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
 // Tests: force linear_compute_dtype()'s bf16 decision (1 = bf16 where AVX512_BF16 exists, 0 = f32, -1 = the
 // probe / FLUX_MATMUL_BF16 again).
 void force_bf16_products(int mode);
+// Tests: the per_call panel size in bytes of packed weight (<= 0 restores the default, 8 MB). Read at each
+// Linear construction.
+void set_linear_panel_bytes(int64_t bytes);
 
 // conv2d's two paths (p already validated): oneDNN's convolution (the default) and im2col + gemm_threaded
 // (under FLUX_CPU=scalar, and checked by the tests on every ISA).

@@ -1,8 +1,12 @@
 // kernels::Linear on oneDNN's matmul: y[M, N] = x[M, K] W^T + b, W stored [N, K] (read by oneDNN as a
 // [K, N] matrix with format "ba"). The weight is reordered into the layout oneDNN prefers (format any) once
-// at construction (WeightMode::prepacked) or per call into a reused per-thread scratch (WeightMode::per_call).
-// Compute type: f32 for f32 weights; for bf16/f16/f8 weights see linear_compute_dtype() (bf16 x bf16 -> f32
-// where AVX512_BF16 is fast, else f32 with the weight widened). Primitives are cached per M (the token count varies).
+// at construction (WeightMode::prepacked), or per call (WeightMode::per_call) one panel of output features
+// at a time into a reused per-thread scratch of about 8 MB, each panel's product then copied into its columns
+// of y: memory for the weight stays its storage form plus one panel.
+// Compute type: f32 for f32 weights; for bf16/f16/f8 and ggml block-quantized weights (dequantized with
+// tensor/quant.h) see linear_compute_dtype() (bf16 x bf16 -> f32 where AVX512_BF16 is fast, else f32 with the
+// weight widened). Primitives are cached per (M, panel width) (the token count varies).
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +23,7 @@
 #include "kernels/internal.h"
 #include "kernels/matmul.h"
 #include "tensor/convert.h"
+#include "tensor/quant.h"
 
 namespace flux::kernels {
 namespace {
@@ -35,24 +40,33 @@ dnnl::engine& cpu_engine() {
 constexpr int64_t kLayoutM = 1024;
 constexpr size_t kMaxCachedM = 16;
 
-// Rows of w [n, k] (any float dtype) -> dst as f32 or bf16 [n, k], threaded over rows.
-void widen_rows(const Tensor& w, DType to, void* dst) {
-  const int64_t n = w.dim(0), k = w.dim(1);
-  const size_t src_row = static_cast<size_t>(k) * dtype_size(w.dtype());
+// Rows [r0, r1) of w [n, k] (any float or quantized dtype) -> dst as f32 or bf16 [r1 - r0, k], threaded
+// over rows. Quantized rows are dequantized (ggml's formulas; bf16 rounds the f32 result).
+void widen_rows(const Tensor& w, int64_t r0, int64_t r1, DType to, void* dst) {
+  const int64_t k = w.dim(1);
+  const DType from = w.dtype();
+  const size_t src_row = dtype_nbytes(from, k);
   const size_t dst_row = static_cast<size_t>(k) * dtype_size(to);
-  const auto* src = static_cast<const uint8_t*>(w.raw());
+  const auto* src = static_cast<const uint8_t*>(w.raw()) + static_cast<size_t>(r0) * src_row;
   auto* out = static_cast<uint8_t*>(dst);
   parallel_for(
-      n,
-      [&](int64_t r0, int64_t r1) {
-        std::vector<float> row(to == DType::f32 ? 0 : static_cast<size_t>(k));
-        for (int64_t r = r0; r < r1; ++r) {
+      r1 - r0,
+      [&](int64_t a, int64_t b) {
+        std::vector<float> row(to == DType::f32 || is_quantized(from) ? 0 : static_cast<size_t>(k));
+        for (int64_t r = a; r < b; ++r) {
           const void* s = src + r * src_row;
-          if (to == DType::f32) {
-            convert_to_f32(w.dtype(), s, reinterpret_cast<float*>(out + r * dst_row), static_cast<size_t>(k));
+          void* d = out + r * dst_row;
+          if (is_quantized(from)) {
+            if (to == DType::f32) {
+              dequantize_row(from, s, static_cast<float*>(d), k);
+            } else {
+              dequantize_row_bf16(from, s, static_cast<uint16_t*>(d), k);
+            }
+          } else if (to == DType::f32) {
+            convert_to_f32(from, s, static_cast<float*>(d), static_cast<size_t>(k));
           } else {
-            convert_to_f32(w.dtype(), s, row.data(), static_cast<size_t>(k));
-            convert_from_f32(row.data(), to, out + r * dst_row, static_cast<size_t>(k));
+            convert_to_f32(from, s, row.data(), static_cast<size_t>(k));
+            convert_from_f32(row.data(), to, d, static_cast<size_t>(k));
           }
         }
       },
@@ -84,57 +98,79 @@ struct Linear::Impl {
   DType compute = DType::f32;  // f32 or bf16: the dtype oneDNN multiplies
   Tensor weight;               // storage form [N, K]; kept only in per_call mode
   std::vector<float> bias;     // [N] or empty
-  dnnl::memory::desc packed_md;
-  AlignedBuffer packed;  // prepacked mode: the weight in packed_md's layout
+  // The product runs over column panels of `panel` output features (all N when prepacked). per_call mode
+  // widens and packs one panel at a time into scratch, so no full-size copy of the weight ever exists.
+  int64_t panel = 0;
+  dnnl::memory::desc panel_md, tail_md;  // packed layouts of a full panel and of the last, narrower one
+  AlignedBuffer packed;                  // prepacked mode: the whole weight in panel_md's layout
 
   mutable std::mutex mutex;
-  mutable std::map<int64_t, std::shared_ptr<const Primitive>> by_m;
+  mutable std::map<std::pair<int64_t, int64_t>, std::shared_ptr<const Primitive>> by_m;  // (M, panel width)
 
   dt compute_dt() const { return compute == DType::bf16 ? dt::bf16 : dt::f32; }
+  const dnnl::memory::desc& weights_md(int64_t width) const { return width == panel ? panel_md : tail_md; }
 
-  std::shared_ptr<const Primitive> primitive(int64_t m) const {
+  // The layout oneDNN prefers for a [K, width] weight (format any), picked at M = kLayoutM.
+  dnnl::memory::desc layout_for(int64_t width) const {
+    const dnnl::memory::desc src({kLayoutM, k}, compute_dt(), tag::ab);
+    const dnnl::memory::desc wany({k, width}, compute_dt(), tag::any);
+    const dnnl::memory::desc dst({kLayoutM, width}, dt::f32, tag::ab);
+    const dnnl::memory::desc b = bias.empty() ? dnnl::memory::desc() : dnnl::memory::desc({1, width}, dt::f32, tag::ab);
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wany, b, dst), cpu_engine()).weights_desc();
+  }
+
+  // A product of M rows with `width` output features into a dense [M, width] destination (oneDNN 2.7 runs
+  // a strided destination, y's columns in place, on its slow reference kernel).
+  std::shared_ptr<const Primitive> primitive(int64_t m, int64_t width) const {
     std::lock_guard lock(mutex);
     // A handful of M values recur (text length, image tokens); drop them all if many sizes come by. Calls in
     // flight keep their primitive alive through the shared_ptr.
-    if (by_m.size() >= kMaxCachedM && by_m.find(m) == by_m.end()) by_m.clear();
-    auto& slot = by_m[m];
+    const auto key = std::make_pair(m, width);
+    if (by_m.size() >= kMaxCachedM && by_m.find(key) == by_m.end()) by_m.clear();
+    auto& slot = by_m[key];
     if (!slot) {
-      const dnnl::memory::desc src({m, k}, compute_dt(), tag::ab), dst({m, n}, dt::f32, tag::ab);
-      const dnnl::memory::desc b = bias.empty() ? dnnl::memory::desc() : dnnl::memory::desc({1, n}, dt::f32, tag::ab);
-      auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, packed_md, b, dst), cpu_engine());
+      const dnnl::memory::desc src({m, k}, compute_dt(), tag::ab);
+      const dnnl::memory::desc dst({m, width}, dt::f32, tag::ab);
+      const dnnl::memory::desc b =
+          bias.empty() ? dnnl::memory::desc() : dnnl::memory::desc({1, width}, dt::f32, tag::ab);
+      auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights_md(width), b, dst), cpu_engine());
       slot = std::make_shared<const Primitive>(Primitive{pd, dnnl::matmul(pd)});
     }
     return slot;
   }
 
-  // Reorders the plain [N, K] weight (in the compute dtype) into `out` (packed_md's layout).
-  void reorder_into(const void* plain, dt plain_type, void* out) const {
-    dnnl::memory src({{k, n}, plain_type, tag::ba}, cpu_engine(), const_cast<void*>(plain));
-    dnnl::memory dst(packed_md, cpu_engine(), out);
+  // Reorders plain weight rows [width, K] (in `plain_type`) into `out` (weights_md(width)'s layout).
+  void reorder_into(const void* plain, dt plain_type, int64_t width, void* out) const {
+    dnnl::memory src({{k, width}, plain_type, tag::ba}, cpu_engine(), const_cast<void*>(plain));
+    dnnl::memory dst(weights_md(width), cpu_engine(), out);
     default_pool().adopt_caller();  // oneDNN runs on the pool's OpenMP threads
     dnnl::stream stream(cpu_engine());
     dnnl::reorder(src, dst).execute(stream, src, dst);
     stream.wait();
   }
 
-  // Packs the storage-form weight into `out`, using `plain` as scratch when a widening is needed (oneDNN's
-  // reorder converts bf16 -> f32 itself; f16 and f8 are widened here first).
-  void pack(const Tensor& w, AlignedBuffer& plain, void* out) const {
+  // Packs output features [n0, n0 + width) of the storage-form weight into `out`, using `plain` as scratch
+  // when a widening is needed (oneDNN's reorder converts bf16 -> f32 itself; f16, f8 and the ggml block
+  // types are widened or dequantized here first).
+  void pack(const Tensor& w, int64_t n0, int64_t width, AlignedBuffer& plain, void* out) const {
     if (w.dtype() == compute || (w.dtype() == DType::bf16 && compute == DType::f32)) {
-      reorder_into(w.raw(), w.dtype() == DType::bf16 ? dt::bf16 : dt::f32, out);
+      const auto* rows = static_cast<const uint8_t*>(w.raw()) + dtype_nbytes(w.dtype(), n0 * k);
+      reorder_into(rows, w.dtype() == DType::bf16 ? dt::bf16 : dt::f32, width, out);
       return;
     }
-    plain.resize(static_cast<size_t>(n * k) * dtype_size(compute));
-    widen_rows(w, compute, plain.data());
-    reorder_into(plain.data(), compute_dt(), out);
+    plain.resize(static_cast<size_t>(width * k) * dtype_size(compute));
+    widen_rows(w, n0, n0 + width, compute, plain.data());
+    reorder_into(plain.data(), compute_dt(), width, out);
   }
 };
 
 namespace {
 std::atomic<int> g_force_bf16{-1};
+std::atomic<int64_t> g_panel_bytes{8 << 20};  // per_call scratch per panel: stays in L3-sized memory
 }  // namespace
 
 void detail::force_bf16_products(int mode) { g_force_bf16 = mode; }
+void detail::set_linear_panel_bytes(int64_t bytes) { g_panel_bytes = bytes > 0 ? bytes : int64_t{8 << 20}; }
 
 DType linear_compute_dtype() {
   if (!cpu_features().avx512_bf16) return DType::f32;
@@ -159,8 +195,8 @@ Linear::Linear(Tensor weight, Tensor bias, WeightMode mode) : impl_(std::make_un
   FLUX_CHECK(weight.defined(), "Linear: weight is undefined");
   FLUX_CHECK(weight.ndim() == 2, "Linear: weight must be 2-D [out, in], got ", weight.describe());
   const DType d = weight.dtype();
-  FLUX_CHECK(d == DType::f32 || d == DType::bf16 || d == DType::f16 || d == DType::f8_e4m3,
-             "Linear: weight dtype must be f32, bf16, f16 or f8_e4m3, got ", weight.describe());
+  FLUX_CHECK(d == DType::f32 || d == DType::bf16 || d == DType::f16 || d == DType::f8_e4m3 || is_quantized(d),
+             "Linear: weight dtype must be f32, bf16, f16, f8_e4m3 or a ggml block type, got ", weight.describe());
   Impl& im = *impl_;
   im.n = weight.dim(0);
   im.k = weight.dim(1);
@@ -173,19 +209,16 @@ Linear::Linear(Tensor weight, Tensor bias, WeightMode mode) : impl_(std::make_un
     const Tensor b = bias.to(DType::f32);
     im.bias.assign(b.data<float>(), b.data<float>() + im.n);
   }
-  {
-    const dnnl::memory::desc src({kLayoutM, im.k}, im.compute_dt(), tag::ab);
-    const dnnl::memory::desc wany({im.k, im.n}, im.compute_dt(), tag::any);
-    const dnnl::memory::desc dst({kLayoutM, im.n}, dt::f32, tag::ab);
-    const dnnl::memory::desc b =
-        im.bias.empty() ? dnnl::memory::desc() : dnnl::memory::desc({1, im.n}, dt::f32, tag::ab);
-    auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wany, b, dst), cpu_engine());
-    im.packed_md = pd.weights_desc();
-  }
+  // per_call: panels of about g_panel_bytes of packed weight (a multiple of 64 features); prepacked: all of N.
+  const int64_t row_bytes = im.k * static_cast<int64_t>(dtype_size(im.compute));
+  const int64_t fit = std::max<int64_t>(64, g_panel_bytes.load() / row_bytes / 64 * 64);
+  im.panel = mode == WeightMode::prepacked ? im.n : std::min(im.n, fit);
+  im.panel_md = im.layout_for(im.panel);
+  if (im.n % im.panel != 0) im.tail_md = im.layout_for(im.n % im.panel);
   if (mode == WeightMode::prepacked) {
-    im.packed.resize(im.packed_md.get_size());
+    im.packed.resize(im.panel_md.get_size());
     AlignedBuffer plain;
-    im.pack(weight, plain, im.packed.data());
+    im.pack(weight, 0, im.n, plain, im.packed.data());
   } else {
     im.weight = std::move(weight);
   }
@@ -201,14 +234,8 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
   if (m == 0) return;
   const Impl& im = *impl_;
   // Per-thread scratch, grown only: concurrent calls from different threads never share it.
-  thread_local AlignedBuffer x_bf16, plain, packed;
+  thread_local AlignedBuffer x_bf16, plain, packed, y_panel;
 
-  const void* weights = im.packed.data();
-  if (im.mode == WeightMode::per_call) {
-    packed.resize(im.packed_md.get_size());
-    im.pack(im.weight, plain, packed.data());
-    weights = packed.data();
-  }
   const void* src = x;
   if (im.compute == DType::bf16) {
     x_bf16.resize(static_cast<size_t>(m * im.k) * 2);
@@ -221,20 +248,44 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
         std::max<int64_t>(1, 4096 / im.k));
     src = xb;
   }
-  const auto p = im.primitive(m);
   dnnl::engine& eng = cpu_engine();
-  dnnl::memory src_mem(p->pd.src_desc(), eng, const_cast<void*>(src));
-  dnnl::memory w_mem(p->pd.weights_desc(), eng, const_cast<void*>(weights));
-  dnnl::memory dst_mem(p->pd.dst_desc(), eng, y);
-  std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, dst_mem}};
-  if (!im.bias.empty()) {
-    args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->pd.bias_desc(), eng, const_cast<float*>(im.bias.data())));
+  for (int64_t n0 = 0; n0 < im.n; n0 += im.panel) {
+    const int64_t width = std::min(im.panel, im.n - n0);
+    const void* weights = im.packed.data();
+    if (im.mode == WeightMode::per_call) {
+      packed.resize(im.weights_md(width).get_size());
+      im.pack(im.weight, n0, width, plain, packed.data());
+      weights = packed.data();
+    }
+    // One panel writes y directly; several write [M, width] scratch, copied into y's columns below.
+    float* out = y;
+    if (width < im.n) {
+      y_panel.resize(static_cast<size_t>(m * width) * sizeof(float));
+      out = y_panel.as<float>();
+    }
+    const auto p = im.primitive(m, width);
+    dnnl::memory src_mem(p->pd.src_desc(), eng, const_cast<void*>(src));
+    dnnl::memory w_mem(p->pd.weights_desc(), eng, const_cast<void*>(weights));
+    dnnl::memory dst_mem(p->pd.dst_desc(), eng, out);
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, dst_mem}};
+    if (!im.bias.empty()) {
+      args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->pd.bias_desc(), eng, const_cast<float*>(im.bias.data() + n0)));
+    }
+    default_pool().adopt_caller();  // oneDNN runs on the pool's OpenMP threads
+    dnnl::stream stream(eng);
+    p->prim.execute(stream, args);
+    stream.wait();
+    if (out != y) {
+      parallel_for(
+          m,
+          [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r)
+              std::memcpy(y + r * im.n + n0, out + r * width, static_cast<size_t>(width) * sizeof(float));
+          },
+          64);
+    }
   }
-  default_pool().adopt_caller();  // oneDNN runs on the pool's OpenMP threads
-  dnnl::stream stream(eng);
-  p->prim.execute(stream, args);
-  stream.wait();
 }
 
 Tensor Linear::forward(const Tensor& x) const {

@@ -1,9 +1,11 @@
 // Matrix products y = x W^T + b, the FLUX workhorse. x: F32 [M, K] row-major; W: [N, K] as stored in the
-// checkpoint (f32, bf16 or f16); b: F32 [N] or none; y: F32 [M, N].
+// checkpoint (f32, bf16, f16, f8_e4m3, or a ggml block type q4_0 ... q6_K with blocks along K); b: F32 [N] or
+// none; y: F32 [M, N].
 //
 // The fast path is oneDNN. A Linear keeps its weight in storage form and either reorders it into oneDNN's
-// blocked layout once (default) or per call into a reused scratch buffer (WeightMode::per_call, when memory
-// is short; see DESIGN.md). 16/8-bit weights multiply bf16-rounded activations with f32 accumulation where
+// blocked layout once (default) or per call, one panel of output features at a time, into a reused scratch
+// buffer (WeightMode::per_call, when memory is short; see DESIGN.md). 16/8-bit and quantized weights (the
+// latter dequantized exactly as ggml does) multiply bf16-rounded activations with f32 accumulation where
 // AVX512_BF16 is fast, else they are widened to f32 (linear_compute_dtype); f32 weights stay f32 end to end.
 #pragma once
 
@@ -25,7 +27,8 @@ WeightMode default_weight_mode();
 class Linear {
  public:
   Linear();
-  // weight: [N, K] any of f32/bf16/f16/f8_e4m3; bias: F32 [N] or undefined.
+  // weight: [N, K] any of f32/bf16/f16/f8_e4m3/q4_0...q6_K (a view, e.g. of an mmap'd file, is kept as is
+  // in per_call mode); bias: F32 [N] or undefined.
   Linear(Tensor weight, Tensor bias, WeightMode mode = default_weight_mode());
   ~Linear();
   Linear(Linear&&) noexcept;
@@ -34,8 +37,9 @@ class Linear {
   int64_t in_features() const;
   int64_t out_features() const;
   bool defined() const { return impl_ != nullptr; }
-  // Bytes this Linear holds for its weight: the packed copy in prepacked mode (N K 4 when 16/8-bit weights
-  // multiply in f32, see linear_compute_dtype), 0 in per_call mode (which reads the storage tensor per call).
+  // Bytes this Linear holds for its weight: the packed copy in prepacked mode (N K 4 when 16/8-bit or
+  // quantized weights multiply in f32, see linear_compute_dtype), 0 in per_call mode (which reads the storage
+  // tensor per call).
   size_t packed_bytes() const;
 
   // x: [M, K] -> y: [M, N]; y must not alias x. Thread-safe for concurrent calls with distinct y.

@@ -153,10 +153,13 @@ struct Flux::Impl {
   LastLayer final_layer;
 };
 
+void Flux::strip_checkpoint_prefix(WeightStore& store) {
+  if (!store.contains("img_in.weight") && !store.contains("x_embedder.weight"))
+    store.strip_prefix("model.diffusion_model.");
+}
+
 Flux Flux::load(WeightStore& store, const FluxParams& params, kernels::WeightMode mode) {
-  if (!store.contains("img_in.weight") && !store.contains("x_embedder.weight")) {
-    store.strip_prefix("model.diffusion_model.");  // ComfyUI checkpoints
-  }
+  strip_checkpoint_prefix(store);
   const FluxParams& p = params;
   FLUX_CHECK(p.num_heads > 0 && p.hidden_size % p.num_heads == 0, "flux transformer: hidden size ", p.hidden_size,
              " is not a multiple of num_heads ", p.num_heads);

@@ -49,6 +49,9 @@ class Flux {
   // (default) or per call (low memory; see kernels/matmul.h).
   static Flux load(WeightStore& store, const FluxParams& params,
                    kernels::WeightMode mode = kernels::default_weight_mode());
+  // ComfyUI checkpoints and some sd.cpp GGUF files nest the BFL names under "model.diffusion_model.": drops the
+  // prefix. load() does it too; FluxParams::resolve() needs it done first.
+  static void strip_checkpoint_prefix(WeightStore& store);
   const FluxParams& params() const { return params_; }
 
   // img: F32 [S, in_channels] packed latent; img_ids: F32 [S, 3]; txt: F32 [L, context_in_dim];

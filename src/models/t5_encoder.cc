@@ -4,9 +4,11 @@
 #include "models/t5_encoder.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
@@ -98,6 +100,112 @@ int64_t t5_relative_position_bucket(int64_t relative_position, int64_t num_bucke
 
 namespace {
 
+// llama.cpp's names of T5 encoder tensors (gguf-py constants.py MODEL_TENSOR.ENC_*, tensor_mapping.py) and the
+// HF names they come from; block tensors are "enc.blk.N.<gguf>" <-> "encoder.block.N.<hf>".
+struct GgufName {
+  const char* gguf;
+  const char* hf;
+};
+constexpr GgufName kGgufNames[] = {
+    {"token_embd.weight", "shared.weight"},
+    {"enc.output_norm.weight", "encoder.final_layer_norm.weight"},
+};
+constexpr GgufName kGgufBlockNames[] = {
+    {"attn_q.weight", "layer.0.SelfAttention.q.weight"},
+    {"attn_k.weight", "layer.0.SelfAttention.k.weight"},
+    {"attn_v.weight", "layer.0.SelfAttention.v.weight"},
+    {"attn_o.weight", "layer.0.SelfAttention.o.weight"},
+    {"attn_rel_b.weight", "layer.0.SelfAttention.relative_attention_bias.weight"},  // block 0 only
+    {"attn_norm.weight", "layer.0.layer_norm.weight"},
+    {"ffn_gate.weight", "layer.1.DenseReluDense.wi_0.weight"},
+    {"ffn_up.weight", "layer.1.DenseReluDense.wi_1.weight"},
+    {"ffn_down.weight", "layer.1.DenseReluDense.wo.weight"},
+    {"ffn_norm.weight", "layer.1.layer_norm.weight"},
+};
+
+// `name` in the other naming: to_hf: llama.cpp -> HF, else HF -> llama.cpp. Unknown names come back unchanged.
+std::string translate(const std::string& name, bool to_hf) {
+  for (const GgufName& n : kGgufNames)
+    if (name == (to_hf ? n.gguf : n.hf)) return to_hf ? n.hf : n.gguf;
+  const std::string from_block = to_hf ? "enc.blk." : "encoder.block.",
+                    to_block = to_hf ? "encoder.block." : "enc.blk.";
+  if (!name.starts_with(from_block)) return name;
+  const size_t dot = name.find('.', from_block.size());
+  if (dot == std::string::npos) return name;
+  const std::string index = name.substr(from_block.size(), dot - from_block.size()), tail = name.substr(dot + 1);
+  for (const GgufName& n : kGgufBlockNames)
+    if (tail == (to_hf ? n.gguf : n.hf)) return str_cat(to_block, index, ".", to_hf ? n.hf : n.gguf);
+  return name;
+}
+
+// A GGUF KV value (as WeightStore::metadata() prints it), when present: a positive integer / a number.
+void read_kv(const std::map<std::string, std::string>& kv, const std::string& key, int64_t& value,
+             const std::string& source) {
+  const auto it = kv.find(key);
+  if (it == kv.end()) return;
+  int64_t v = 0;
+  const auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
+  FLUX_CHECK(ec == std::errc() && end == it->second.data() + it->second.size() && v > 0, source, ": KV '", key,
+             "': expected a positive integer, got '", it->second, "'");
+  value = v;
+}
+void read_kv(const std::map<std::string, std::string>& kv, const std::string& key, float& value,
+             const std::string& source) {
+  const auto it = kv.find(key);
+  if (it == kv.end()) return;
+  float v = 0;
+  const auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
+  FLUX_CHECK(ec == std::errc() && end == it->second.data() + it->second.size(), source, ": KV '", key,
+             "': expected a number, got '", it->second, "'");
+  value = v;
+}
+
+// llama.cpp's T5 hyper-parameters (convert_hf_to_gguf.py T5Model.set_gguf_parameters); false if the store has
+// no T5 GGUF architecture. T5 v1.1's max distance (128) is not stored.
+bool apply_gguf_kv(const WeightStore& store, T5Config& c, std::string& source) {
+  const std::map<std::string, std::string>& kv = store.metadata();
+  const auto arch = kv.find("general.architecture");
+  if (arch == kv.end() || (arch->second != "t5encoder" && arch->second != "t5")) return false;
+  source = "GGUF KV pairs of " + config::files_of(store);
+  const std::string p = arch->second + ".";
+  read_kv(kv, p + "vocab_size", c.vocab_size, source);
+  read_kv(kv, p + "embedding_length", c.d_model, source);
+  read_kv(kv, p + "feed_forward_length", c.d_ff, source);
+  read_kv(kv, p + "block_count", c.num_layers, source);
+  read_kv(kv, p + "attention.head_count", c.num_heads, source);
+  read_kv(kv, p + "attention.key_length", c.d_kv, source);
+  read_kv(kv, p + "attention.relative_buckets_count", c.relative_attention_num_buckets, source);
+  read_kv(kv, p + "attention.layer_norm_epsilon", c.layer_norm_epsilon, source);
+  read_kv(kv, p + "attention.layer_norm_rms_epsilon", c.layer_norm_epsilon, source);
+  return true;
+}
+
+// The configuration the tensor shapes imply (HF or llama.cpp names); eps and max distance keep T5 v1.1's values.
+void apply_shapes(const WeightStore& store, T5Config& c) {
+  const auto name = [&](const std::string& hf) { return store.contains(hf) ? hf : translate(hf, false); };
+  const std::string embed = store.contains("encoder.embed_tokens.weight") && !store.contains("shared.weight")
+                                ? "encoder.embed_tokens.weight"
+                                : name("shared.weight");
+  if (store.contains(embed)) {
+    const Tensor t = store.get(embed);  // [vocab, d_model]
+    c.vocab_size = t.dim(0);
+    c.d_model = t.dim(1);
+  }
+  const std::string a = "encoder.block.0.layer.0.SelfAttention.";
+  if (const std::string n = name(a + "relative_attention_bias.weight"); store.contains(n)) {
+    const Tensor t = store.get(n);  // [buckets, heads]
+    c.relative_attention_num_buckets = t.dim(0);
+    c.num_heads = t.dim(1);
+  }
+  if (const std::string n = name(a + "q.weight"); store.contains(n))
+    c.d_kv = store.get(n).dim(0) / c.num_heads;  // [inner, d_model]
+  if (const std::string n = name("encoder.block.0.layer.1.DenseReluDense.wi_0.weight"); store.contains(n))
+    c.d_ff = store.get(n).dim(0);
+  int64_t n_layers = 0;
+  while (store.contains(name(str_cat("encoder.block.", n_layers, ".layer.0.layer_norm.weight")))) ++n_layers;
+  if (n_layers > 0) c.num_layers = n_layers;
+}
+
 void apply_json(const nlohmann::json& j, T5Config& c, const std::string& source) {
   FLUX_CHECK(j.is_object(), source, ": expected a JSON object, got ", j.type_name());
   if (j.contains("feed_forward_proj")) {
@@ -132,28 +240,25 @@ T5Config T5Config::resolve(const WeightStore& store, const std::string& config_p
              c.num_heads, " heads of ", c.d_kv);
     return c;
   }
-  // Tensor shapes; eps and max distance take T5 v1.1's values.
-  const std::string embed = store.contains("shared.weight") ? "shared.weight" : "encoder.embed_tokens.weight";
-  if (store.contains(embed)) {
-    const Tensor t = store.get(embed);  // [vocab, d_model]
-    c.vocab_size = t.dim(0);
-    c.d_model = t.dim(1);
+  apply_shapes(store, c);
+  if (apply_gguf_kv(store, c, source)) {
+    log_info("T5 config from the ", source, ": d_model ", c.d_model, ", ", c.num_layers, " layers, ", c.num_heads,
+             " heads of ", c.d_kv);
+    return c;
   }
-  const std::string a = "encoder.block.0.layer.0.SelfAttention.";
-  if (store.contains(a + "relative_attention_bias.weight")) {
-    const Tensor t = store.get(a + "relative_attention_bias.weight");  // [buckets, heads]
-    c.relative_attention_num_buckets = t.dim(0);
-    c.num_heads = t.dim(1);
-  }
-  if (store.contains(a + "q.weight")) c.d_kv = store.get(a + "q.weight").dim(0) / c.num_heads;  // [inner, d_model]
-  if (store.contains("encoder.block.0.layer.1.DenseReluDense.wi_0.weight"))
-    c.d_ff = store.get("encoder.block.0.layer.1.DenseReluDense.wi_0.weight").dim(0);
-  int64_t n_layers = 0;
-  while (store.contains(str_cat("encoder.block.", n_layers, ".layer.0.layer_norm.weight"))) ++n_layers;
-  if (n_layers > 0) c.num_layers = n_layers;
   log_info("T5 config inferred from tensor shapes (heads from relative_attention_bias): d_model ", c.d_model, ", ",
            c.num_layers, " layers, ", c.num_heads, " heads of ", c.d_kv);
   return c;
+}
+
+std::string t5_gguf_name(const std::string& hf_name) {
+  const std::string name = translate(hf_name, false);
+  return name == hf_name ? std::string() : name;
+}
+
+void T5Encoder::use_hf_names(WeightStore& store) {
+  if (store.contains("token_embd.weight") || store.contains("enc.blk.0.attn_q.weight"))
+    store.rename([](const std::string& name) { return translate(name, true); });
 }
 
 T5Encoder::T5Encoder() = default;
@@ -164,6 +269,7 @@ T5Encoder& T5Encoder::operator=(T5Encoder&&) noexcept = default;
 T5Encoder T5Encoder::load(WeightStore& store, const T5Config& config) {
   const int64_t d = config.d_model, inner = config.num_heads * config.d_kv, ff = config.d_ff;
   const float eps = config.layer_norm_epsilon;
+  use_hf_names(store);
   T5Encoder m;
   m.config_ = config;
   // HF drops the tied encoder.embed_tokens.weight when saving; some single files carry it (identical) too.
@@ -171,8 +277,9 @@ T5Encoder T5Encoder::load(WeightStore& store, const T5Config& config) {
   m.shared_ = store.require(has_shared ? "shared.weight" : "encoder.embed_tokens.weight", {config.vocab_size, d});
   if (has_shared && store.contains("encoder.embed_tokens.weight")) store.ignore("encoder.embed_tokens.weight");
   if (m.shared_.defined()) {
-    FLUX_CHECK(is_float(m.shared_.dtype()) && m.shared_.dtype() != DType::f64, "tensor shared.weight: expected ",
-               "f32/bf16/f16/f8_e4m3, got ", m.shared_.describe());
+    const DType t = m.shared_.dtype();
+    FLUX_CHECK((is_float(t) && t != DType::f64) || is_quantized(t), "tensor shared.weight: expected ",
+               "f32/bf16/f16/f8_e4m3 or a GGUF block type, got ", m.shared_.describe());
   }
   m.relative_attention_bias_ = store.require_f32("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
                                                  {config.relative_attention_num_buckets, config.num_heads});
@@ -254,6 +361,11 @@ Tensor T5Encoder::forward(std::span<const int32_t> ids, std::stop_token stop) co
     const int32_t id = ids[static_cast<size_t>(l)];
     FLUX_CHECK(id >= 0 && id < config_.vocab_size, "T5 encoder: token id ", id, " at position ", l,
                " outside the vocabulary [0, ", config_.vocab_size, ")");
+    if (is_quantized(shared_.dtype())) {  // a row is whole blocks: dequantize just it
+      const Tensor row = shared_.slice_rows(id, id + 1).to(DType::f32);
+      std::copy_n(row.data<float>(), d, h.mut<float>() + l * d);
+      continue;
+    }
     convert_to_f32(shared_.dtype(), table + static_cast<size_t>(id) * row_bytes, h.mut<float>() + l * d,
                    static_cast<size_t>(d));
   }

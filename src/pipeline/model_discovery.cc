@@ -33,21 +33,25 @@ ComponentFiles diffusers_component(const fs::path& root, const std::string& sub)
   return c;
 }
 
-// A single file in `dir` whose name matches one of `names` exactly, else one starting with `prefix`.
-std::string find_single_file(const fs::path& dir, const std::vector<std::string>& names, const std::string& prefix) {
+// Weight files are safetensors or GGUF (city96 / sd.cpp quantized files, e.g. flux1-dev-Q8_0.gguf).
+bool is_weight_file(const std::string& name) { return name.ends_with(".safetensors") || name.ends_with(".gguf"); }
+
+// A single file in `dir` whose name matches one of `names` exactly, else one starting with one of `prefixes`.
+std::string find_single_file(const fs::path& dir, const std::vector<std::string>& names,
+                             const std::vector<std::string>& prefixes) {
   for (const auto& n : names)
     if (fs::is_regular_file(dir / n)) return (dir / n).string();
   std::vector<std::string> matches;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (e.is_regular_file() && name.starts_with(prefix) && name.ends_with(".safetensors"))
-      matches.push_back(e.path().string());
+    const bool prefixed = std::any_of(prefixes.begin(), prefixes.end(), [&](auto& p) { return name.starts_with(p); });
+    if (e.is_regular_file() && prefixed && is_weight_file(name)) matches.push_back(e.path().string());
   }
   std::sort(matches.begin(), matches.end());
   if (matches.size() > 1)
-    fail("model folder ", dir.string(), ": several files match ", prefix, "*.safetensors (", matches[0], ", ",
-         matches[1], "); pass the one to use explicitly");
+    fail("model folder ", dir.string(), ": several files match ", prefixes[0], "*.safetensors / .gguf (", matches[0],
+         ", ", matches[1], "); pass the one to use explicitly");
   return matches.empty() ? std::string() : matches[0];
 }
 
@@ -87,17 +91,21 @@ ModelFiles discover_model_files(const ModelPaths& paths) {
         m.scheduler_config = (root / "scheduler" / "scheduler_config.json").string();
     } else {
       const std::string origin = "model folder " + paths.model_dir;
-      if (auto f = find_single_file(root, {"flux1-dev.safetensors", "flux1-schnell.safetensors"}, "flux1-"); !f.empty())
+      if (auto f = find_single_file(root, {"flux1-dev.safetensors", "flux1-schnell.safetensors"}, {"flux1-"});
+          !f.empty())
         m.transformer = single_component(f, origin);
-      if (auto f = find_single_file(root, {"ae.safetensors"}, "ae."); !f.empty()) m.vae = single_component(f, origin);
-      if (auto f = find_single_file(root, {"clip_l.safetensors"}, "clip_l"); !f.empty())
+      if (auto f = find_single_file(root, {"ae.safetensors"}, {"ae."}); !f.empty()) m.vae = single_component(f, origin);
+      if (auto f = find_single_file(root, {"clip_l.safetensors"}, {"clip_l"}); !f.empty())
         m.clip = single_component(f, origin);
-      if (auto f = find_single_file(root, {"t5xxl.safetensors", "t5xxl_fp16.safetensors"}, "t5xxl"); !f.empty())
+      // city96's T5 GGUF files are named t5-v1_1-xxl-encoder-<type>.gguf.
+      if (auto f = find_single_file(root, {"t5xxl.safetensors", "t5xxl_fp16.safetensors"}, {"t5xxl", "t5-v1_1-xxl"});
+          !f.empty())
         m.t5 = single_component(f, origin);
       if (m.transformer.weights.empty() && m.vae.weights.empty() && m.clip.weights.empty() && m.t5.weights.empty())
-        fail("--model ", paths.model_dir,
-             ": neither a diffusers folder (no model_index.json) nor a folder of single files (no flux1-*.safetensors, "
-             "ae.safetensors, clip_l.safetensors, t5xxl*.safetensors)");
+        fail(
+            "--model ", paths.model_dir,
+            ": neither a diffusers folder (no model_index.json) nor a folder of single files (no flux1-*.safetensors / "
+            ".gguf, ae.safetensors, clip_l.safetensors, t5xxl*.safetensors / .gguf)");
     }
     m.tokenizers = paths.model_dir;
   }

@@ -283,6 +283,8 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   WeightStore clip_store = WeightStore::open(files.clip.weights);
   WeightStore flux_store = WeightStore::open(files.transformer.weights);
   WeightStore ae_store = WeightStore::open(files.vae.weights);
+  T5Encoder::use_hf_names(t5_store);          // llama.cpp / city96 GGUF names
+  Flux::strip_checkpoint_prefix(flux_store);  // ComfyUI / sd.cpp prefixed names
   const uint64_t total =
       files_bytes(t5_store) + files_bytes(clip_store) + files_bytes(flux_store) + files_bytes(ae_store);
 

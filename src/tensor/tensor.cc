@@ -5,6 +5,7 @@
 
 #include "base/aligned_buffer.h"
 #include "tensor/convert.h"
+#include "tensor/quant.h"
 
 namespace flux {
 namespace {
@@ -142,13 +143,18 @@ Tensor Tensor::clone() const {
 
 Tensor Tensor::to(DType dtype) const {
   if (dtype == dtype_) return *this;
-  FLUX_CHECK(is_float(dtype_) && dtype_ != DType::f64, "cannot convert ", describe(), " to ", dtype_name(dtype));
+  FLUX_CHECK((is_float(dtype_) && dtype_ != DType::f64) || is_quantized(dtype_), "cannot convert ", describe(), " to ",
+             dtype_name(dtype));
   FLUX_CHECK(dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16, "cannot convert ", describe(), " to ",
              dtype_name(dtype));
   const size_t n = static_cast<size_t>(numel());
   Tensor out = empty(dtype, shape_);
   if (dtype == DType::f32) {
-    convert_to_f32(dtype_, data_, out.mut<float>(), n);
+    if (is_quantized(dtype_)) {
+      dequantize_row(dtype_, data_, out.mut<float>(), numel());  // rows are whole blocks, back to back
+    } else {
+      convert_to_f32(dtype_, data_, out.mut<float>(), n);
+    }
   } else if (dtype_ == DType::f32) {
     convert_from_f32(data<float>(), dtype, out.raw_mut(), n);
   } else {

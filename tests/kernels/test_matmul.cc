@@ -1,5 +1,6 @@
-// matmul_f32 (in-house GEMM, every ISA) and kernels::Linear (oneDNN; f32, bf16, f16, f8_e4m3 weights;
-// prepacked and per-call weights) against matmul_reference on awkward shapes.
+// matmul_f32 (in-house GEMM, every ISA) and kernels::Linear (oneDNN; f32, bf16, f16, f8_e4m3 and ggml
+// block-quantized weights; prepacked and per-call weights, per-call in panels) against matmul_reference on
+// awkward shapes.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -12,6 +13,7 @@
 #include "kernels/internal.h"
 #include "kernels/matmul.h"
 #include "tensor/convert.h"
+#include "tensor/quantize.h"
 #include "test_util.h"
 
 namespace flux::test {
@@ -40,9 +42,17 @@ TEST(MatmulF32, MatchesReferenceOnAwkwardShapes) {
   }
 }
 
-// A weight tensor [n, k] of `dtype` holding random values, and those values as f32.
+// A weight tensor [n, k] of `dtype` holding random values, and those values as f32 (for a quantized dtype:
+// random values quantized as sd.cpp does, and their exact dequantization).
 Tensor make_weight(DType dtype, int64_t n, int64_t k, std::vector<float>& as_f32) {
   const auto v = random_floats(size_t(n * k), 42, -1.0f, 1.0f);
+  if (is_quantized(dtype)) {
+    const auto ones = unit_importance(k);
+    Tensor w = quantize(Tensor::from_f32({n, k}, v), dtype, ones.data());
+    const Tensor f = w.to(DType::f32);
+    as_f32.assign(f.data<float>(), f.data<float>() + f.numel());
+    return w;
+  }
   Tensor w = Tensor::empty(dtype, {n, k});
   as_f32.resize(v.size());
   if (dtype == DType::f8_e4m3) {
@@ -64,8 +74,7 @@ std::vector<float> round_bf16(std::vector<float> v) {
   return v;
 }
 
-void check_linear(DType dtype, kernels::WeightMode mode) {
-  const int64_t n = 37, k = 53;
+void check_linear(DType dtype, kernels::WeightMode mode, int64_t n = 37, int64_t k = 53) {
   std::vector<float> w32;
   const Tensor w = make_weight(dtype, n, k, w32);
   const auto bias_v = random_floats(size_t(n), 5);
@@ -95,15 +104,21 @@ void check_linear(DType dtype, kernels::WeightMode mode) {
   });
 }
 
-// Both product types for 16-bit weights, whichever this CPU's probe prefers.
-void check_linear_both(DType dtype, kernels::WeightMode mode) {
+// Both product types for 16-bit and quantized weights, whichever this CPU's probe prefers.
+void check_linear_both(DType dtype, kernels::WeightMode mode, int64_t n = 37, int64_t k = 53) {
   for (int force : {0, 1}) {
     SCOPED_TRACE(force ? "bf16 products" : "f32 products");
     kernels::detail::force_bf16_products(force);
-    check_linear(dtype, mode);
+    check_linear(dtype, mode, n, k);
   }
   kernels::detail::force_bf16_products(-1);
 }
+
+const DType kBlockTypes[] = {DType::q4_0, DType::q4_1, DType::q5_0, DType::q5_1, DType::q8_0,
+                             DType::q2_K, DType::q3_K, DType::q4_K, DType::q5_K, DType::q6_K};
+
+// K: 3 blocks of the legacy types (96), 2 super-blocks of the k-quants (512).
+int64_t quantized_k(DType dtype) { return dtype_block_size(dtype) == 32 ? 96 : 512; }
 
 TEST(Linear, F32Prepacked) { check_linear(DType::f32, kernels::WeightMode::prepacked); }
 TEST(Linear, F32PerCall) { check_linear(DType::f32, kernels::WeightMode::per_call); }
@@ -113,6 +128,36 @@ TEST(Linear, F16Prepacked) { check_linear_both(DType::f16, kernels::WeightMode::
 TEST(Linear, F16PerCall) { check_linear_both(DType::f16, kernels::WeightMode::per_call); }
 TEST(Linear, F8Prepacked) { check_linear_both(DType::f8_e4m3, kernels::WeightMode::prepacked); }
 TEST(Linear, F8PerCall) { check_linear_both(DType::f8_e4m3, kernels::WeightMode::per_call); }
+
+// A quantized weight equals matmul_reference on its dequantization, in both modes and both product types.
+TEST(Linear, QuantizedPrepacked) {
+  for (DType d : kBlockTypes) {
+    SCOPED_TRACE(dtype_name(d));
+    check_linear_both(d, kernels::WeightMode::prepacked, 37, quantized_k(d));
+  }
+}
+TEST(Linear, QuantizedPerCall) {
+  for (DType d : kBlockTypes) {
+    SCOPED_TRACE(dtype_name(d));
+    check_linear_both(d, kernels::WeightMode::per_call, 37, quantized_k(d));
+  }
+}
+
+// per_call mode with panels of 64 output features: 150 = 64 + 64 + a 22-wide tail, each panel's product
+// writing its columns of y (with its slice of the bias).
+TEST(Linear, PerCallPanelsCoverEveryColumn) {
+  kernels::detail::set_linear_panel_bytes(1);
+  for (DType d : {DType::f32, DType::bf16, DType::f16, DType::q8_0, DType::q4_K, DType::q6_K}) {
+    SCOPED_TRACE(dtype_name(d));
+    const int64_t k = is_quantized(d) ? quantized_k(d) : 53;
+    if (d == DType::f32) {
+      check_linear(d, kernels::WeightMode::per_call, 150, k);
+    } else {
+      check_linear_both(d, kernels::WeightMode::per_call, 150, k);
+    }
+  }
+  kernels::detail::set_linear_panel_bytes(0);
+}
 
 TEST(Linear, ManyDistinctRowCounts) {
   // More distinct M than the primitive cache keeps: evicted sizes must still compute correctly.
