@@ -3,6 +3,7 @@
 // whole path from the prompt through Pipeline::run, with the weights as BFL single files and as diffusers folders.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -59,22 +60,25 @@ void expect_u8(const char* what, const Image& img, const Tensor& want) {
   EXPECT_LE(d.n_diff, d.n_total / 100) << what;
 }
 
-// The sampler with the stored txt / vec / noise, weights from one source.
+// The sampler with the stored txt / vec / noise, weights from one source; references from the case's file, or
+// from `reference` (the quantized cases: same inputs, the transformer's weights dequantized).
 void run_sampler_case(const Case& c, const std::string& flux_path, const std::string& flux_config,
-                      const std::string& ae_path, const std::string& ae_config, const std::string& tag) {
+                      const std::string& ae_path, const std::string& ae_config, const std::string& tag,
+                      const std::string& reference = "") {
   SCOPED_TRACE(std::string(c.name) + " " + tag);
-  const SafetensorsFile f = SafetensorsFile::open(test::golden_dir() + "/" + c.name + ".safetensors");
+  const SafetensorsFile in = SafetensorsFile::open(test::golden_dir() + "/" + c.name + ".safetensors");
+  const SafetensorsFile f = reference.empty() ? in : SafetensorsFile::open(reference);
   WeightStore fs = WeightStore::open(flux_path);
   const Flux model = Flux::load(fs, FluxParams::resolve(fs, flux_config));
   WeightStore as = WeightStore::open(ae_path);
   const AutoEncoder ae = AutoEncoder::load(as, AutoEncoderParams::resolve(as, ae_config));
   ASSERT_EQ(model.params().guidance_embed, c.dev);
 
-  const Tensor noise = f.tensor("noise");
+  const Tensor noise = in.tensor("noise");
   const int64_t h = noise.dim(2), w = noise.dim(3);
-  const Tensor txt = f.tensor("txt").reshape(Shape{f.tensor("txt").dim(1), f.tensor("txt").dim(2)});
-  const Tensor y = f.tensor("vec").reshape(Shape{f.tensor("vec").dim(1)});
-  const float guidance = c.dev ? f.tensor("guidance").data<float>()[0] : 3.5f;
+  const Tensor txt = in.tensor("txt").reshape(Shape{in.tensor("txt").dim(1), in.tensor("txt").dim(2)});
+  const Tensor y = in.tensor("vec").reshape(Shape{in.tensor("vec").dim(1)});
+  const float guidance = c.dev ? in.tensor("guidance").data<float>()[0] : 3.5f;
   const Tensor latents = f.tensor("latents"), preds = f.tensor("preds");
   const int64_t s = latents.dim(1);
 
@@ -119,6 +123,24 @@ TEST(E2E, SamplerDiffusersFolders) {
   }
 }
 
+// GGUF transformers (Q8_0, city96 and sd.cpp layouts) against the reference run on their f32 dequantization
+// (shared/golden/gguf/README.md, "End-to-end"). The weights stay in their Q8_0 blocks; products run in f32
+// here so the comparison is with f32 reference arithmetic (the bf16 product is checked by the kernel tests).
+TEST(E2E, SamplerGgufQ8_0) {
+  const char* saved = std::getenv("FLUX_MATMUL_BF16");
+  const std::string restore = saved ? saved : "";
+  setenv("FLUX_MATMUL_BF16", "0", 1);
+  const std::string g = test::golden_dir() + "/gguf/", wd = test::golden_dir() + "/weights/";
+  run_sampler_case(kCases[0], g + "city96-flux1-schnell-Q8_0.gguf", "", wd + "ae.safetensors", "", "city96 Q8_0",
+                   g + "e2e_schnell_64x64_q8_0.safetensors");
+  run_sampler_case(kCases[0], g + "sdcpp-flux1-schnell-q8_0.gguf", "", wd + "ae.safetensors", "", "sd.cpp q8_0",
+                   g + "e2e_schnell_64x64_sdcpp_q8_0.safetensors");
+  if (saved)
+    setenv("FLUX_MATMUL_BF16", restore.c_str(), 1);
+  else
+    unsetenv("FLUX_MATMUL_BF16");
+}
+
 // The whole path: prompt -> tokenizers -> CLIP / T5 -> sampler -> decode, through Pipeline::run; single files
 // with the stored noise, diffusers folders with the noise drawn from the case's seed.
 // With stored_noise false, the noise comes from the seed (TorchGenerator, bit-exact torch.randn).
@@ -156,6 +178,36 @@ TEST(E2E, PipelineFromPromptSingleFiles) {
     EXPECT_EQ(p->variant(), dev ? Variant::dev : Variant::schnell);
     for (const Case& c : kCases)
       if (c.dev == dev) run_pipeline_case(*p, c, "single files", true);
+  }
+}
+
+// `generate` as users run it on a GGUF transformer: from the prompt, with the default product dtype (bf16 where
+// the CPU's bf16 product is fast), the image within the manifest's uint8 rule of the reference.
+TEST(E2E, PipelineFromPromptGgufQ8_0) {
+  const std::string g = test::golden_dir() + "/gguf/", wd = test::golden_dir() + "/weights/";
+  for (const auto& [file, reference] :
+       {std::pair{"city96-flux1-schnell-Q8_0.gguf", "e2e_schnell_64x64_q8_0.safetensors"},
+        std::pair{"sdcpp-flux1-schnell-q8_0.gguf", "e2e_schnell_64x64_sdcpp_q8_0.safetensors"}}) {
+    SCOPED_TRACE(file);
+    ModelPaths paths;
+    paths.diffusion_model = g + file;
+    paths.vae = wd + "ae.safetensors";
+    paths.clip_l = wd + "clip_l.safetensors";
+    paths.t5xxl = wd + "t5xxl.safetensors";
+    paths.tokenizers = test::tokenizer_dir();
+    auto p = Pipeline::load(paths, {});
+    EXPECT_EQ(p->variant(), Variant::schnell);
+    const Case& c = kCases[0];
+    const SafetensorsFile in = SafetensorsFile::open(test::golden_dir() + "/" + c.name + ".safetensors");
+    GenerateRequest r;
+    r.prompt = c.prompt;
+    r.width = c.width;
+    r.height = c.height;
+    r.steps = c.steps;
+    r.noise = in.tensor("noise");
+    const GenerateResult res = p->run(r, {}, {});
+    const SafetensorsFile ref = SafetensorsFile::open(g + reference);
+    expect_u8((std::string(file) + " prompt path").c_str(), res.image, ref.tensor("image_u8"));
   }
 }
 
