@@ -67,7 +67,11 @@ build_dir=${FLUX_BUILD_DIR:-build}
 werror=OFF
 if [ "${CI:-}" = true ]; then werror=ON; fi
 echo "setup: building into $build_dir/ ($(nproc) jobs)"
-cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLUX_WERROR=$werror >"$build_dir.cmake.log" 2>&1 ||
-  { grep -v '^--' "$build_dir.cmake.log" >&2; echo "setup: CMake configure failed (log: $build_dir.cmake.log)" >&2; exit 1; }
+if ! cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLUX_WERROR=$werror >"$build_dir.cmake.log" 2>&1; then
+  # Our own message (cmake/dependencies.cmake) when a package is missing, else CMake's errors.
+  grep -A2 '^  fluxcpp: ' "$build_dir.cmake.log" >&2 || grep -v '^--' "$build_dir.cmake.log" >&2
+  echo "setup: CMake configure failed (full log: $build_dir.cmake.log)" >&2
+  exit 1
+fi
 cmake --build "$build_dir" -j "$(nproc)"
 echo "setup: built $build_dir/src/cli/fluxcpp"

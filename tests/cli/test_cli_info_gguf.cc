@@ -69,7 +69,7 @@ TEST(CliInfoGguf, Json) {
 TEST(CliInfoGguf, ArraysSummarised) {
   test::GgufWriter w;
   std::vector<GgufValue> tokens;
-  for (int i = 0; i < 1000; ++i) tokens.push_back(GgufValue{"t" + std::to_string(i)});
+  for (int i = 0; i < 1000; ++i) tokens.push_back(GgufValue{std::to_string(i).insert(0, 1, 't')});
   w.add_kv("tokenizer.ggml.tokens", test::gguf_array(GgufType::string, tokens));
   w.add_kv("tokenizer.chat_template", GgufValue{std::string(500, 'x')});
   w.add_kv("general.alignment", GgufValue{uint32_t{64}});
