@@ -205,6 +205,36 @@ TEST_F(ServerTest, JobEventsArriveInOrderThenImage) {
   EXPECT_FALSE(late.next(5s));
 }
 
+// A client that subscribes to a running job late first gets its current state: started, then the latest step
+// (not the steps it missed), then the live steps.
+TEST_F(ServerTest, LateSubscriberToRunningJobGetsCurrentStateFirst) {
+  const std::string id = long_job();
+  int seen = 0;
+  {
+    SseStream early(server_->port(), "GET", "/v1/jobs/" + id + "/events");
+    std::optional<SseEvent> e;
+    while ((e = early.next()) && !(e->name == "step" && parse(e->data)["step"].get<int>() >= 3)) {
+    }
+    ASSERT_TRUE(e);
+    seen = parse(e->data)["step"];
+  }
+  SseStream late(server_->port(), "GET", "/v1/jobs/" + id + "/events");
+  auto first = late.next();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->name, "started");
+  auto second = late.next();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->name, "step");
+  const json current = parse(second->data);
+  EXPECT_GE(current["step"].get<int>(), seen);  // the job's state now, never a replay from step 1
+  EXPECT_EQ(current["total"], 1000);
+  auto third = late.next();
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->name, "step");
+  EXPECT_GT(parse(third->data)["step"].get<int>(), current["step"].get<int>());
+  EXPECT_EQ(del("/v1/jobs/" + id).status, 200);
+}
+
 TEST_F(ServerTest, CancelRunningJob) {
   const std::string id = long_job();
   SseStream events(server_->port(), "GET", "/v1/jobs/" + id + "/events");
