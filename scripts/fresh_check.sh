@@ -38,6 +38,8 @@ if [[ -z "$mirror" ]]; then
 fi
 
 root="${FRESH_ROOT:-$(mktemp -d /var/tmp/fluxcpp-fresh.XXXXXX)}"
+mkdir -p "$root"
+[[ -z "$(ls -A "$root")" ]] || { echo "fresh_check: $root is not empty" >&2; exit 1; }
 mounted=()
 cleanup() {
   local status=$?

@@ -74,9 +74,10 @@ void widen_rows(const Tensor& w, int64_t r0, int64_t r1, DType to, void* dst) {
 }
 
 // Whether this CPU's bf16 dot products beat f32 FMA by enough to pay for rounding the activations.
+// FLUX_MATMUL_BF16 is read at each call (each Linear made); the probe runs once.
 bool bf16_is_faster() {
+  if (const char* env = std::getenv("FLUX_MATMUL_BF16")) return std::strcmp(env, "0") != 0;
   static const bool faster = [] {
-    if (const char* env = std::getenv("FLUX_MATMUL_BF16")) return std::strcmp(env, "0") != 0;
     const double speedup = detail::avx512::bf16_dot_speedup();
     log_info("matmul: bf16 dot product runs at ", speedup, "x the f32 FMA flops: 16-bit weights use ",
              speedup > 1.2 ? "bf16" : "f32", " products");

@@ -123,22 +123,39 @@ TEST(E2E, SamplerDiffusersFolders) {
   }
 }
 
+// Sets an environment variable for a scope (FLUX_MATMUL_BF16 is read when each Linear is made).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      setenv(name_, old_.c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  bool had_ = false;
+  std::string old_;
+};
+
 // GGUF transformers (Q8_0, city96 and sd.cpp layouts) against the reference run on their f32 dequantization
 // (shared/golden/gguf/README.md, "End-to-end"). The weights stay in their Q8_0 blocks; products run in f32
-// here so the comparison is with f32 reference arithmetic (the bf16 product is checked by the kernel tests).
+// so the comparison is with f32 reference arithmetic (the bf16 product is checked by the kernel tests, and
+// from the prompt below).
 TEST(E2E, SamplerGgufQ8_0) {
-  const char* saved = std::getenv("FLUX_MATMUL_BF16");
-  const std::string restore = saved ? saved : "";
-  setenv("FLUX_MATMUL_BF16", "0", 1);
+  const ScopedEnv f32_products("FLUX_MATMUL_BF16", "0");
   const std::string g = test::golden_dir() + "/gguf/", wd = test::golden_dir() + "/weights/";
   run_sampler_case(kCases[0], g + "city96-flux1-schnell-Q8_0.gguf", "", wd + "ae.safetensors", "", "city96 Q8_0",
                    g + "e2e_schnell_64x64_q8_0.safetensors");
   run_sampler_case(kCases[0], g + "sdcpp-flux1-schnell-q8_0.gguf", "", wd + "ae.safetensors", "", "sd.cpp q8_0",
                    g + "e2e_schnell_64x64_sdcpp_q8_0.safetensors");
-  if (saved)
-    setenv("FLUX_MATMUL_BF16", restore.c_str(), 1);
-  else
-    unsetenv("FLUX_MATMUL_BF16");
 }
 
 // The whole path: prompt -> tokenizers -> CLIP / T5 -> sampler -> decode, through Pipeline::run; single files
@@ -181,33 +198,44 @@ TEST(E2E, PipelineFromPromptSingleFiles) {
   }
 }
 
-// `generate` as users run it on a GGUF transformer: from the prompt, with the default product dtype (bf16 where
-// the CPU's bf16 product is fast), the image within the manifest's uint8 rule of the reference.
+// `generate` as users run it on a GGUF transformer, from the prompt. With f32 products: the manifest's uint8
+// rule against the reference. With bf16 products (activations rounded to bf16, where the CPU has them): no
+// value off by more than 1, and the count is printed (the reference computes in f32: ~10% of values move by 1).
 TEST(E2E, PipelineFromPromptGgufQ8_0) {
   const std::string g = test::golden_dir() + "/gguf/", wd = test::golden_dir() + "/weights/";
-  for (const auto& [file, reference] :
-       {std::pair{"city96-flux1-schnell-Q8_0.gguf", "e2e_schnell_64x64_q8_0.safetensors"},
-        std::pair{"sdcpp-flux1-schnell-q8_0.gguf", "e2e_schnell_64x64_sdcpp_q8_0.safetensors"}}) {
-    SCOPED_TRACE(file);
-    ModelPaths paths;
-    paths.diffusion_model = g + file;
-    paths.vae = wd + "ae.safetensors";
-    paths.clip_l = wd + "clip_l.safetensors";
-    paths.t5xxl = wd + "t5xxl.safetensors";
-    paths.tokenizers = test::tokenizer_dir();
-    auto p = Pipeline::load(paths, {});
-    EXPECT_EQ(p->variant(), Variant::schnell);
-    const Case& c = kCases[0];
-    const SafetensorsFile in = SafetensorsFile::open(test::golden_dir() + "/" + c.name + ".safetensors");
-    GenerateRequest r;
-    r.prompt = c.prompt;
-    r.width = c.width;
-    r.height = c.height;
-    r.steps = c.steps;
-    r.noise = in.tensor("noise");
-    const GenerateResult res = p->run(r, {}, {});
-    const SafetensorsFile ref = SafetensorsFile::open(g + reference);
-    expect_u8((std::string(file) + " prompt path").c_str(), res.image, ref.tensor("image_u8"));
+  for (const char* bf16 : {"0", "1"}) {
+    const ScopedEnv products("FLUX_MATMUL_BF16", bf16);
+    for (const auto& [file, reference] :
+         {std::pair{"city96-flux1-schnell-Q8_0.gguf", "e2e_schnell_64x64_q8_0.safetensors"},
+          std::pair{"sdcpp-flux1-schnell-q8_0.gguf", "e2e_schnell_64x64_sdcpp_q8_0.safetensors"}}) {
+      SCOPED_TRACE(std::string(file) + (bf16[0] == '1' ? ", bf16 products" : ", f32 products"));
+      ModelPaths paths;
+      paths.diffusion_model = g + file;
+      paths.vae = wd + "ae.safetensors";
+      paths.clip_l = wd + "clip_l.safetensors";
+      paths.t5xxl = wd + "t5xxl.safetensors";
+      paths.tokenizers = test::tokenizer_dir();
+      auto p = Pipeline::load(paths, {});
+      EXPECT_EQ(p->variant(), Variant::schnell);
+      const Case& c = kCases[0];
+      const SafetensorsFile in = SafetensorsFile::open(test::golden_dir() + "/" + c.name + ".safetensors");
+      GenerateRequest r;
+      r.prompt = c.prompt;
+      r.width = c.width;
+      r.height = c.height;
+      r.steps = c.steps;
+      r.noise = in.tensor("noise");
+      const GenerateResult res = p->run(r, {}, {});
+      const Tensor want = SafetensorsFile::open(g + reference).tensor("image_u8");
+      if (bf16[0] == '0') {
+        expect_u8((std::string(file) + " prompt path").c_str(), res.image, want);
+      } else {
+        const U8Diff d = compare_u8(res.image.pixels.data(), want.data<uint8_t>(), want.numel());
+        std::printf("[ u8 bf16  ] %s prompt path, bf16 products where available: %lld/%lld values differ (max %d)\n",
+                    file, static_cast<long long>(d.n_diff), static_cast<long long>(d.n_total), d.max_diff);
+        EXPECT_LE(d.max_diff, 1);
+      }
+    }
   }
 }
 
