@@ -21,5 +21,6 @@ uint64_t proc_kb(const char* path, const std::string& key) {
 
 uint64_t available_memory_bytes() { return proc_kb("/proc/meminfo", "MemAvailable"); }
 uint64_t resident_memory_bytes() { return proc_kb("/proc/self/status", "VmRSS"); }
+uint64_t anonymous_memory_bytes() { return proc_kb("/proc/self/status", "RssAnon"); }
 
 }  // namespace flux

@@ -9,5 +9,7 @@ namespace flux {
 uint64_t available_memory_bytes();
 // This process's resident set size (VmRSS from /proc/self/status); 0 if unknown.
 uint64_t resident_memory_bytes();
+// The anonymous part of it (RssAnon: heap and private copies, not mapped file pages); 0 if unknown.
+uint64_t anonymous_memory_bytes();
 
 }  // namespace flux

@@ -1,12 +1,15 @@
 // `fluxcpp generate`: one image from a prompt. Model from --model DIR (diffusers folder or a folder of BFL single
 // files) and/or single files (--diffusion-model, --vae, --clip-l, --t5xxl, --tokenizers). Writes a PNG with the
 // generation parameters in a tEXt chunk "parameters". A progress bar (stage, step k/N, elapsed, ETA) goes to
-// stderr, per-stage timings at the end.
+// stderr, per-stage timings at the end. --stats-json FILE writes each stage's wall time and resident-memory peak
+// (model loading per component, text encoding, each denoising step, decoding) for bench/full_pipeline.sh.
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 
@@ -31,6 +34,9 @@ struct GenerateOptions {
   std::string output = "out.png";
   int threads = 0;
   bool quiet = false;
+  std::string memory_budget;  // "8G", ... (parse_byte_size); "" = from MemAvailable
+  bool low_memory = false;
+  std::string stats_json;  // per-stage times and peak RSS (--stats-json)
 };
 
 std::string human_bytes(uint64_t b) {
@@ -72,6 +78,60 @@ std::string bar(int done, int total, int width = 20) {
   return s + "]";
 }
 
+// Stage statistics: wall time and the RSS high-water mark per stage. The kernel's VmHWM is reset at each stage
+// boundary by writing "5" to /proc/self/clear_refs (Linux >= 4.0), so each peak is the stage's own; the overall
+// peak is the largest. RssAnon / RssFile at the end of a stage tell heap from mapped weights.
+class StageStats {
+ public:
+  explicit StageStats(bool enabled) : enabled_(enabled) {}
+  // Ends the current stage (if any) and starts `name`.
+  void begin(const std::string& name) {
+    if (!enabled_) return;
+    end();
+    name_ = name;
+    start_ = std::chrono::steady_clock::now();
+    std::ofstream("/proc/self/clear_refs") << "5";
+  }
+  void end() {
+    if (!enabled_ || name_.empty()) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    stages_.push_back({{"stage", name_},
+                       {"seconds", s},
+                       {"peak_rss_mib", status_kib("VmHWM:") / 1024.0},
+                       {"rss_anon_mib", status_kib("RssAnon:") / 1024.0},
+                       {"rss_file_mib", status_kib("RssFile:") / 1024.0}});
+    name_.clear();
+  }
+  void write(const std::string& path, nlohmann::json extra) {
+    if (!enabled_) return;
+    end();
+    double peak = 0, total = 0;
+    for (const auto& st : stages_) {
+      peak = std::max(peak, st["peak_rss_mib"].get<double>());
+      total += st["seconds"].get<double>();
+    }
+    extra["stages"] = stages_;
+    extra["peak_rss_mib"] = peak;
+    extra["total_seconds"] = total;
+    std::ofstream out(path);
+    out << extra.dump(1) << "\n";
+    FLUX_CHECK(out.good(), "--stats-json: cannot write ", path);
+  }
+
+ private:
+  static int64_t status_kib(const char* key) {  // a "Key:   123 kB" line of /proc/self/status, 0 if absent
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+      if (line.starts_with(key)) return std::stoll(line.substr(std::string(key).size()));
+    return 0;
+  }
+  bool enabled_;
+  std::string name_;
+  std::chrono::steady_clock::time_point start_;
+  nlohmann::json stages_ = nlohmann::json::array();
+};
+
 Tensor read_noise(const std::string& path) {
   const SafetensorsFile f = SafetensorsFile::open(path);
   FLUX_CHECK(f.find("noise") != nullptr, path, ": no tensor 'noise' (expected F32 [1, 16, H/8, W/8])");
@@ -103,11 +163,18 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
   if (o.threads > 0) set_default_threads(o.threads);
 
   StatusLine status(o.quiet);
+  StageStats stats(!o.stats_json.empty());
+  stats.begin("load");
+  std::string loading;
   const auto t0 = Clock::now();
   LoadOptions load_options;
   load_options.n_threads = o.threads;
+  load_options.low_memory = o.low_memory;
+  if (!o.memory_budget.empty()) load_options.memory_budget = parse_byte_size("--memory-budget", o.memory_budget);
   auto pipeline =
       Pipeline::load(o.paths, load_options, [&](const std::string& component, uint64_t done, uint64_t total) {
+        if (component != loading && component != "done") stats.begin("load " + component);
+        loading = component;
         const int pct = total ? static_cast<int>(100.0 * done / total) : 100;
         status.show(str_cat("loading ", component, " ", bar(pct, 100), " ", pct, "% (", human_bytes(done), " / ",
                             human_bytes(total), ")"));
@@ -121,6 +188,10 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
       pipeline->run(request,
                     [&](const ProgressEvent& e) {
                       char line[160];
+                      if (e.stage == Stage::encode_text) stats.begin("encode_text (CLIP + T5)");
+                      if (e.stage == Stage::denoise && e.step < e.total)
+                        stats.begin(str_cat("denoise step ", e.step + 1, "/", e.total));
+                      if (e.stage == Stage::decode) stats.begin("vae decode");
                       if (e.stage == Stage::encode_text) {
                         std::snprintf(line, sizeof line, "encoding the prompt ...  elapsed %.1f s", e.elapsed_s);
                       } else if (e.stage == Stage::denoise) {
@@ -137,6 +208,7 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
                     },
                     {});
   status.end();
+  stats.end();
 
   const int steps = result.steps;
   const std::string params =
@@ -144,7 +216,17 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
               pipeline->variant() == Variant::dev ? str_cat("; guidance: ", request.guidance) : std::string(),
               "; seed: ", o.noise.empty() ? std::to_string(result.seed) : "-",
               o.noise.empty() ? "" : "; noise: " + o.noise, "; model: ", pipeline->describe(), "; sampler: euler");
+  stats.begin("write png");
   write_png(o.output, result.image, {{"parameters", params}});
+  stats.write(o.stats_json, {{"model", pipeline->describe()},
+                             {"width", request.width},
+                             {"height", request.height},
+                             {"steps", steps},
+                             {"threads", default_pool().n_threads()},
+                             {"load_seconds", load_s},
+                             {"encode_text_seconds", result.timings.encode_text_s},
+                             {"denoise_seconds", result.timings.denoise_s},
+                             {"decode_seconds", result.timings.decode_s}});
   if (result.prompt_truncated && !o.quiet)
     std::fprintf(stderr, "warning: the prompt was truncated (CLIP keeps 77 tokens, T5 %d)\n",
                  t5_length(pipeline->variant()));
@@ -179,6 +261,11 @@ const CommandRegistrar reg(
        sub.add_option("-o,--output", o->output, "output PNG (out.png)");
        sub.add_option("-t,--threads", o->threads, "compute threads (default: all cores)");
        sub.add_flag("-q,--quiet", o->quiet, "no progress output");
+       sub.add_option("--stats-json", o->stats_json,
+                      "write per-stage wall times and peak RSS (VmHWM, reset per stage) to this JSON file");
+       sub.add_option("--memory-budget", o->memory_budget,
+                      "bytes to stay within, e.g. 8G or 500M (default: MemAvailable - max(512M, 10%))");
+       sub.add_flag("--low-memory", o->low_memory, "reorder weights per call and drop each stage's weights after it");
        return [o, w, h, s] {
          if (s->count() == 0) o->seed = std::random_device{}();  // torch seeds use 32 bits
          return run_generate(*o, w->count() > 0, h->count() > 0);

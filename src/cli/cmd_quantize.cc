@@ -9,6 +9,7 @@
 //   are not whole blocks; the rest is converted.
 // - T5 encoders are written as llama.cpp writes them (convert_hf_to_gguf.py T5EncoderModel): its tensor names
 //   (models/t5_encoder.h t5_gguf_name) and t5encoder.* KV pairs, 1-D tensors and attn_rel_b F32.
+// The type and KV rules live in pipeline/gguf_layout.h (make-test-model writes the same layouts).
 // Tensors go out in name order, read one at a time from the mapping and quantized in row chunks, so memory
 // stays near one chunk whatever the model size. The quantizer is ggml's (tensor/quantize.h): `ref` =
 // quantize_row_*_ref (gguf-py), `search` = the importance search with unit weights (sd-cli).
@@ -16,7 +17,6 @@
 #include <cstdio>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -25,6 +25,7 @@
 #include "io/gguf_writer.h"
 #include "io/weight_store.h"
 #include "models/t5_encoder.h"
+#include "pipeline/gguf_layout.h"
 #include "tensor/quantize.h"
 
 namespace flux::cli {
@@ -35,62 +36,11 @@ struct QuantizeOptions {
   bool any_tensors = false;  // hidden: any tensor set, no model detection (tests quantize the golden zoo)
 };
 
-// The --type names, their dtypes and llama.cpp's LlamaFileType (gguf-py constants.py; k-quants: the _S
-// variants, every block weight of one type).
-struct TypeName {
-  const char* name;
-  DType dtype;
-  uint32_t file_type;
-};
-constexpr TypeName kTypes[] = {
-    {"q8_0", DType::q8_0, 7},  {"q4_0", DType::q4_0, 2},  {"q4_1", DType::q4_1, 3},  {"q5_0", DType::q5_0, 8},
-    {"q5_1", DType::q5_1, 9},  {"q4_K", DType::q4_K, 14}, {"q5_K", DType::q5_K, 16}, {"q6_K", DType::q6_K, 18},
-    {"q3_K", DType::q3_K, 11}, {"q2_K", DType::q2_K, 10}, {"f16", DType::f16, 1},    {"bf16", DType::bf16, 32},
-};
-
-const TypeName& parse_type(const std::string& s) {
-  std::string names;
-  for (const TypeName& t : kTypes) {
-    if (s == t.name) return t;
-    names += names.empty() ? t.name : str_cat(", ", t.name);
-  }
-  fail("--type: expected one of ", names, "; got '", s, "'");
-}
-
 enum class Layout { city96, sdcpp };
 enum class Model { flux, t5, tensors };
 
-bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
-bool is_k_quant(DType d) { return dtype_block_size(d) == 256; }
+using TypeName = GgufFileType;
 int64_t row_length(const Shape& s) { return s.ndim() == 0 ? 1 : s[s.ndim() - 1]; }
-bool whole_blocks(const Shape& s, DType d) { return row_length(s) % dtype_block_size(d) == 0; }
-
-// city96 convert.py + lcpp.patch for arch flux, as ../shared/golden/gguf/README.md states them.
-DType city96_type(const std::string& name, const Shape& shape, DType type) {
-  static const std::set<std::string> f32 = {"img_in.weight", "time_in.in_layer.weight", "vector_in.in_layer.weight",
-                                            "final_layer.linear.weight", "guidance_in.in_layer.weight"};
-  static const std::set<std::string> f16 = {"txt_in.weight", "time_in.out_layer.weight", "vector_in.out_layer.weight",
-                                            "final_layer.adaLN_modulation.1.weight", "guidance_in.out_layer.weight"};
-  if (shape.ndim() <= 1 || f32.contains(name)) return DType::f32;
-  if (f16.contains(name) || !whole_blocks(shape, type)) return DType::f16;  // the Q4_K_S fallback
-  return type;
-}
-
-// stable-diffusion.cpp's ModelLoader::tensor_should_be_converted (name rules for FLUX, SD3 names aside).
-bool sdcpp_converts(const std::string& name, const Shape& shape, DType type) {
-  if (is_quantized(type) && !whole_blocks(shape, type)) return false;
-  if (name.ends_with(".bias") || name.ends_with(".scale") || contains(name, "embedding")) return false;
-  for (const char* part : {"img_in.", "txt_in.", "time_in.", "vector_in.", "guidance_in.", "final_layer."})
-    if (contains(name, part)) return false;
-  return true;
-}
-
-// llama.cpp for T5: norms (1-D) F32, the relative position bias is never quantized (llama-quant.cpp); rows
-// that are not whole blocks fall back to F16.
-DType t5_type(const std::string& gguf_name, const Shape& shape, DType type) {
-  if (shape.ndim() <= 1 || gguf_name.ends_with("attn_rel_b.weight")) return DType::f32;
-  return whole_blocks(shape, type) ? type : DType::f16;
-}
 
 // A dtype GGUF can hold as it is (ggml_type_of knows it), else f32.
 DType storable(DType d) { return d == DType::f32 || d == DType::f16 || d == DType::bf16 ? d : DType::f32; }
@@ -129,7 +79,7 @@ std::vector<Planned> plan(const WeightStore& store, Model model, Layout layout, 
       if (name == "encoder.embed_tokens.weight" && store.contains("shared.weight")) continue;  // a tied copy
       p.spec.name = t5_gguf_name(name == "encoder.embed_tokens.weight" ? "shared.weight" : name);
       FLUX_CHECK(!p.spec.name.empty(), in, ": tensor '", name, "' is not part of a T5 encoder (no llama.cpp name)");
-      p.spec.dtype = t5_type(p.spec.name, t.shape(), type);
+      p.spec.dtype = t5_gguf_type(p.spec.name, t.shape(), type);
     } else if (layout == Layout::sdcpp) {
       p.spec.dtype = sdcpp_converts(name, t.shape(), type) ? type : storable(t.dtype());
     } else if (model == Model::flux) {
@@ -143,36 +93,11 @@ std::vector<Planned> plan(const WeightStore& store, Model model, Layout layout, 
   return out;
 }
 
-GgufValue u32(uint32_t v) { return GgufValue{v}; }
-
-// llama.cpp's order: architecture, the hyper-parameters (T5EncoderModel.set_gguf_parameters), file type,
-// quantization version; city96 writes architecture, quantization version, file type.
+// llama.cpp's order for T5, city96's for FLUX (pipeline/gguf_layout.h); sd.cpp writes none.
 std::vector<GgufKV> kv_pairs(const WeightStore& store, Model model, Layout layout, const TypeName& type) {
-  if (model == Model::t5) {
-    const T5Config c = T5Config::resolve(store, "");
-    const std::string a = "t5encoder.";
-    return {
-        {"general.architecture", GgufValue{std::string("t5encoder")}},
-        {a + "context_length", u32(512)},  // T5 v1.1 has no n_positions; convert_hf_to_gguf assumes 512
-        {a + "embedding_length", u32(static_cast<uint32_t>(c.d_model))},
-        {a + "feed_forward_length", u32(static_cast<uint32_t>(c.d_ff))},
-        {a + "block_count", u32(static_cast<uint32_t>(c.num_layers))},
-        {a + "attention.head_count", u32(static_cast<uint32_t>(c.num_heads))},
-        {a + "attention.key_length", u32(static_cast<uint32_t>(c.d_kv))},
-        {a + "attention.value_length", u32(static_cast<uint32_t>(c.d_kv))},
-        {a + "attention.layer_norm_epsilon", GgufValue{c.layer_norm_epsilon}},
-        {a + "attention.relative_buckets_count", u32(static_cast<uint32_t>(c.relative_attention_num_buckets))},
-        {a + "attention.layer_norm_rms_epsilon", GgufValue{c.layer_norm_epsilon}},
-        {"general.file_type", u32(type.file_type)},
-        {"general.quantization_version", u32(2)},
-    };
-  }
+  if (model == Model::t5) return t5_gguf_kv(T5Config::resolve(store, ""), type.file_type);
   if (layout == Layout::sdcpp) return {};
-  std::vector<GgufKV> kv;
-  if (model == Model::flux) kv.push_back({"general.architecture", GgufValue{std::string("flux")}});
-  kv.push_back({"general.quantization_version", u32(2)});
-  kv.push_back({"general.file_type", u32(type.file_type)});
-  return kv;
+  return city96_kv(model == Model::flux, type.file_type);
 }
 
 // Streams one tensor: the source bytes when the dtype stays, else f32 row chunks quantized to the target.
@@ -198,7 +123,7 @@ void write_tensor(GgufWriter& w, const Tensor& src, DType dtype, bool search, st
 }
 
 int run_quantize(const QuantizeOptions& o) {
-  const TypeName& type = parse_type(o.type);
+  const TypeName& type = parse_gguf_file_type(o.type);
   FLUX_CHECK(o.layout.empty() || o.layout == "city96" || o.layout == "sdcpp",
              "--layout: expected city96 or sdcpp, got '", o.layout, "'");
   const Layout layout = o.layout == "sdcpp" ? Layout::sdcpp : Layout::city96;

@@ -23,6 +23,7 @@ struct ServeOptions {
   bool warmup = false;
   bool queue_while_loading = false;
   bool low_memory = false;
+  std::string memory_budget;  // "8G", ... (parse_byte_size); "" = from MemAvailable
 };
 
 int serve(const ServeOptions& o) {
@@ -31,11 +32,12 @@ int serve(const ServeOptions& o) {
   FLUX_CHECK(o.queue_size >= 1, "--queue-size: expected >= 1, got ", o.queue_size);
   FLUX_CHECK(o.server.limits.max_pixels >= 64 * 64, "--max-pixels: expected >= 4096, got ", o.server.limits.max_pixels);
   FLUX_CHECK(o.server.limits.max_steps >= 1, "--max-steps: expected >= 1, got ", o.server.limits.max_steps);
+  const uint64_t budget = o.memory_budget.empty() ? 0 : parse_byte_size("--memory-budget", o.memory_budget);
   server::ServerOptions options = o.server;
   // The default size is 1024x1024, or the largest square multiple of 16 within --max-pixels.
   while (static_cast<int64_t>(options.limits.default_width) * options.limits.default_height > options.limits.max_pixels)
     options.limits.default_width = options.limits.default_height = options.limits.default_width - 16;
-  return server::run_server(options, [&o] {
+  return server::run_server(options, [&o, budget] {
     EngineOptions e;
     e.queue_size = static_cast<size_t>(o.queue_size);
     e.result_ttl_s = o.result_ttl_s;
@@ -46,6 +48,7 @@ int serve(const ServeOptions& o) {
     LoadOptions load;
     load.n_threads = 0;  // the engine sizes the kernel pool itself, at low priority (e.n_threads)
     load.low_memory = o.low_memory;
+    load.memory_budget = budget;
     const ModelPaths paths = o.paths;
     return std::make_unique<Engine>(
         [paths, load](const LoadProgress& progress) { return Pipeline::load(paths, load, progress); }, std::move(e));
@@ -75,7 +78,9 @@ CommandRegistrar reg(
            ->capture_default_str();
        sub.add_flag("--warmup", o->warmup, "run one small generation before /ready turns 200");
        sub.add_flag("--queue-while-loading", o->queue_while_loading, "accept jobs while the models load (else 503)");
-       sub.add_flag("--low-memory", o->low_memory, "reorder weights per call (less RAM)");
+       sub.add_flag("--low-memory", o->low_memory, "reorder weights per call and drop each stage's weights after it");
+       sub.add_option("--memory-budget", o->memory_budget,
+                      "bytes to stay within, e.g. 8G or 500M (default: MemAvailable - max(512M, 10%))");
        return [o] { return serve(*o); };
      }});
 

@@ -83,6 +83,11 @@ LoadStatus Engine::load_status() const {
   return state_.load;
 }
 
+MemoryStatus Engine::memory_status() const {
+  std::lock_guard lock(mutex_);
+  return state_.memory;
+}
+
 EngineStats Engine::stats() const {
   std::lock_guard lock(mutex_);
   EngineStats s = state_.stats;
@@ -123,9 +128,11 @@ void Engine::load_thread() {
     }
     const std::string description = pipeline->describe();
     const Variant variant = pipeline->variant();
+    MemoryStatus memory = pipeline->memory_status();
     {
       std::lock_guard lock(mutex_);
       if (state_.stopping) return;
+      state_.memory = std::move(memory);
       state_.pipeline = std::move(pipeline);
       state_.load.state = LoadState::ready;
       state_.load.component.clear();
@@ -190,7 +197,14 @@ void Engine::run_job(const std::shared_ptr<Job>& job) {
     pipeline = state_.pipeline.get();
   }
   double last_denoise_elapsed = -1;
+  // The pipeline's memory state, read on this thread (the one running it) and published as a snapshot.
+  auto publish_memory = [&] {
+    MemoryStatus memory = pipeline->memory_status();
+    std::lock_guard lock(mutex_);
+    state_.memory = std::move(memory);
+  };
   const ProgressSink sink = [&](const ProgressEvent& p) {
+    if (p.step == 0 || p.stage != Stage::denoise) publish_memory();
     auto event = make_event(JobEventKind::step, job->id);
     event->stage = p.stage;
     event->step = p.step;
@@ -219,7 +233,13 @@ void Engine::run_job(const std::shared_ptr<Job>& job) {
   try {
     pipeline->validate(request);
     auto result = std::make_shared<JobResult>();
-    result->result = pipeline->run(request, sink, job->stop.get_token());
+    try {
+      result->result = pipeline->run(request, sink, job->stop.get_token());
+    } catch (...) {
+      publish_memory();
+      throw;
+    }
+    publish_memory();
     if (options_.encoder) result->encoded = options_.encoder(result->result.image);
     const StageTimings& t = result->result.timings;
     log_info("job ", job->id, ": completed ", request.width, "x", request.height, ", ", result->result.steps,

@@ -93,6 +93,9 @@ class Engine {
 
   LoadStatus load_status() const;
   EngineStats stats() const;
+  // What the pipeline keeps resident and its plan (Pipeline::memory_status): a snapshot the compute thread
+  // (or the loader) refreshes at each stage and after each job; empty budget until loaded.
+  MemoryStatus memory_status() const;
 
   // Queues a job and returns its id. Throws NotReady (models loading without queue_while_loading, or failed
   // to load), QueueFull, or Error from Pipeline::validate (once loaded).
@@ -125,6 +128,7 @@ class Engine {
     std::map<std::string, std::vector<Subscriber>> subscribers;
     std::shared_ptr<Job> running;
     EngineStats stats;
+    MemoryStatus memory;
     uint64_t next_subscription = 1;
     uint64_t next_job = 1;
     bool stopping = false;

@@ -2,6 +2,7 @@
 // denoise, unpack, ae.decode).
 #include "pipeline/pipeline.h"
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -20,6 +21,7 @@
 #include "pipeline/model_discovery.h"
 #include "pipeline/preview.h"
 #include "pipeline/prompt_cache.h"
+#include "pipeline/resident_models.h"
 #include "pipeline/sampling.h"
 #include "text/clip_tokenizer.h"
 #include "text/t5_tokenizer.h"
@@ -113,30 +115,37 @@ std::string first_dtype(const WeightStore& store, std::initializer_list<const ch
   return "?";
 }
 
+// The memory policy of a loaded pipeline: fixed at load.
+struct MemoryPolicy {
+  uint64_t budget = 0;
+  bool force_drops = false;  // --low-memory
+  bool prepacked = true;
+  ModelBytes bytes;
+  ModelShapes shapes;
+};
+
 class FluxPipeline final : public Pipeline {
  public:
-  FluxPipeline(ClipTokenizer clip_tok, T5Tokenizer t5_tok, ClipTextModel clip, T5Encoder t5, Flux flux, AutoEncoder ae,
-               std::string dtype, size_t cache_entries)
+  FluxPipeline(ClipTokenizer clip_tok, T5Tokenizer t5_tok, ResidentModels models, std::string dtype,
+               size_t cache_entries, MemoryPolicy memory)
       : prompt_cache_(cache_entries),
         clip_tok_(std::move(clip_tok)),
         t5_tok_(std::move(t5_tok)),
-        clip_(std::move(clip)),
-        t5_(std::move(t5)),
-        flux_(std::move(flux)),
-        ae_(std::move(ae)),
-        dtype_(std::move(dtype)) {}
+        models_(std::move(models)),
+        dtype_(std::move(dtype)),
+        memory_(std::move(memory)) {}
 
-  Variant variant() const override { return flux_.params().guidance_embed ? Variant::dev : Variant::schnell; }
+  Variant variant() const override { return models_.flux_params().guidance_embed ? Variant::dev : Variant::schnell; }
   int default_steps() const { return flux::default_steps(variant()); }
   int t5_length() const { return flux::t5_length(variant()); }
 
   std::string describe() const override {
-    const FluxParams& p = flux_.params();
+    const FluxParams& p = models_.flux_params();
     return str_cat("FLUX.1-", variant_name(variant()), " (", dtype_, "; transformer hidden ", p.hidden_size, ", ",
                    p.depth, "+", p.depth_single_blocks, " blocks, ", p.num_heads, " heads; T5 d_model ",
-                   t5_.config().d_model, " x ", t5_.config().num_layers, " layers; CLIP hidden ",
-                   clip_.config().hidden_size, "; VAE ch ", ae_.params().ch, "; default ", default_steps(),
-                   " steps, T5 length ", t5_length(), ")");
+                   models_.t5_config().d_model, " x ", models_.t5_config().num_layers, " layers; CLIP hidden ",
+                   models_.clip_config().hidden_size, "; VAE ch ", models_.ae_params().ch, "; default ",
+                   default_steps(), " steps, T5 length ", t5_length(), ")");
   }
 
   void validate(const GenerateRequest& r) const override {
@@ -153,10 +162,55 @@ class FluxPipeline final : public Pipeline {
                      (r.noise.shape() == want || r.noise.shape() == Shape{16, r.height / 8, r.width / 8}),
                  "noise: expected ", want.str(), " for ", r.width, "x", r.height, ", got ", r.noise.shape().str());
     }
+    const StagePlan plan = memory_plan(r);
+    if (!plan.fits) throw OverBudget(over_budget_message(plan, r.width, r.height));
+  }
+
+  StagePlan memory_plan(const GenerateRequest& r) const override {
+    const StageWorkingSet ws = working_set(memory_.shapes, r.width, r.height, t5_length());
+    return plan_residency(memory_.bytes, ws, memory_.budget, memory_.force_drops);
+  }
+
+  MemoryStatus memory_status() const override {
+    MemoryStatus m;
+    m.budget = memory_.budget;
+    m.plan = plan_name(plan_.plan);
+    m.weights = memory_.prepacked ? "prepacked" : "per_call";
+    m.need = plan_.peak();
+    m.peak_stage = memory_stage_name(plan_.peak_stage());
+    m.resident = models_.resident_names();
+    return m;
+  }
+
+  // The plan of the last job (at load: of `r`, a default-size request). Logs it when it changes; dropping
+  // what the plan drops before the first stage.
+  void adopt_plan(const GenerateRequest& r, const char* why) {
+    const StagePlan plan = memory_plan(r);
+    const bool changed = !plan_logged_ || plan.plan != plan_.plan;
+    plan_ = plan;
+    plan_logged_ = true;
+    static const char* const drops[] = {"drops nothing", "drops clip + t5 after encoding",
+                                        "drops clip + t5 after encoding and the transformer before decoding"};
+    if (changed)
+      log_info("memory: plan ", plan_name(plan.plan), " for ", why, " ", r.width, "x", r.height, ": ",
+               drops[static_cast<int>(plan.plan)], "; peak ", mib(plan.peak()), " at ",
+               memory_stage_name(plan.peak_stage()), " (encode_text ", mib(plan.need[0]), ", denoise ",
+               mib(plan.need[1]), ", decode ", mib(plan.need[2]), "), budget ",
+               memory_.budget == UINT64_MAX ? std::string("unlimited") : mib(memory_.budget), " (peaks: all_resident ",
+               mib(plan.peaks[0]), ", drop_text_encoders ", mib(plan.peaks[1]), ", drop_transformer ",
+               mib(plan.peaks[2]), ")",
+               !plan.fits             ? ": DOES NOT FIT, such jobs are refused"
+               : plan.streams_weights ? ": the weights exceed the budget and are streamed from the page cache or "
+                                        "the disk as each stage uses them (slower)"
+                                      : "");
+    if (plan.plan == ResidencyPlan::drop_transformer) models_.release(Component::transformer);
   }
 
   GenerateResult run(const GenerateRequest& r, const ProgressSink& progress, std::stop_token stop) override {
     validate(r);
+    adopt_plan(r, "a job of");
+    const bool drop_text = plan_.plan != ResidencyPlan::all_resident;
+    const bool drop_transformer = plan_.plan == ResidencyPlan::drop_transformer;
     const auto t0 = Clock::now();
     GenerateResult result;
     result.seed = r.seed;
@@ -179,11 +233,17 @@ class FluxPipeline final : public Pipeline {
     result.prompt_truncated = clip_ids.truncated() || t5_ids.truncated();
     const PromptCache::Entry text = prompt_cache_.get_or_compute(PromptKey::of_ids(clip_ids.ids, t5_ids.ids), [&] {
       PromptEmbedding e;
-      e.pooled = clip_.forward(clip_ids.ids, clip_ids.pool_index).pooled;  // [vec_in_dim]
+      models_.ensure(Component::clip);
+      e.pooled = models_.clip().forward(clip_ids.ids, clip_ids.pool_index).pooled;  // [vec_in_dim]
       if (stop.stop_requested()) throw Cancelled();
-      e.txt = t5_.forward(t5_ids.ids);  // [L, context_in_dim]
+      models_.ensure(Component::t5);
+      e.txt = models_.t5().forward(t5_ids.ids);  // [L, context_in_dim]
       return e;
     });
+    if (drop_text) {
+      models_.release(Component::clip);
+      models_.release(Component::t5);
+    }
     if (stop.stop_requested()) throw Cancelled();
     const Tensor& y = text->pooled;
     const Tensor& txt = text->txt;
@@ -199,10 +259,13 @@ class FluxPipeline final : public Pipeline {
     const Tensor txt_ids = make_txt_ids(txt.dim(0));
     const std::vector<float> timesteps = get_schedule(result.steps, img.dim(0), variant() == Variant::dev);
     const int total = result.steps;
+    models_.ensure(Component::transformer);
+    models_.ensure(Component::vae);
     emit(Stage::denoise, 0, total);
     if (r.preview) ensure_preview();
+    const Flux& flux = models_.transformer();
     VelocityFn model = [&](const Tensor& x, float t) {
-      return flux_.forward(x, img_ids, txt, txt_ids, t, y, r.guidance, stop);
+      return flux.forward(x, img_ids, txt, txt_ids, t, y, r.guidance, stop);
     };
     StepFn on_step = [&](int k, const Tensor& x, const Tensor& v, float t, float) {
       std::optional<Image> preview;
@@ -221,8 +284,9 @@ class FluxPipeline final : public Pipeline {
 
     // Decode.
     const auto t2 = Clock::now();
+    if (drop_transformer) models_.release(Component::transformer);
     emit(Stage::decode, total, total);
-    const Tensor image = ae_.decode(unpack_latent(latent, h, w));  // [3, H, W]
+    const Tensor image = models_.vae().decode(unpack_latent(latent, h, w));  // [3, H, W]
     result.image = image_from_tensor(image);
     result.timings.decode_s = seconds_since(t2);
     result.timings.total_s = seconds_since(t0);
@@ -233,7 +297,7 @@ class FluxPipeline final : public Pipeline {
   void ensure_preview() {
     std::call_once(preview_once_, [&] {
       const auto t0 = Clock::now();
-      preview_ = LatentPreview::fit([&](const Tensor& z) { return ae_.decode(z); });
+      preview_ = LatentPreview::fit([&](const Tensor& z) { return models_.vae().decode(z); });
       log_debug("latent preview map fitted in ", seconds_since(t0), " s");
     });
   }
@@ -241,11 +305,11 @@ class FluxPipeline final : public Pipeline {
   PromptCache prompt_cache_;
   ClipTokenizer clip_tok_;
   T5Tokenizer t5_tok_;
-  ClipTextModel clip_;
-  T5Encoder t5_;
-  Flux flux_;
-  AutoEncoder ae_;
+  ResidentModels models_;
   std::string dtype_;
+  MemoryPolicy memory_;
+  StagePlan plan_;  // the last job's (or the load-time reference request's)
+  bool plan_logged_ = false;
   std::once_flag preview_once_;
   std::optional<LatentPreview> preview_;
 };
@@ -259,7 +323,8 @@ uint64_t packed_weight_bytes(std::initializer_list<const WeightStore*> stores) {
   for (const WeightStore* store : stores) {
     for (const std::string& name : store->names()) {
       const Tensor t = store->get(name);
-      if (!is_float(t.dtype())) continue;
+      // Quantized weights are dequantized into the compute dtype when packed, like 16/8-bit floats.
+      if (!is_float(t.dtype()) && !is_quantized(t.dtype())) continue;
       const uint64_t n = static_cast<uint64_t>(t.numel());
       bytes += n * (t.dtype() == DType::f32 || t.dtype() == DType::f64 ? 4 : narrow);
     }
@@ -313,34 +378,98 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
              "): guidance_embed is ", flux_params.guidance_embed, " but guidance_in weights are ",
              has_guidance ? "present" : "absent");
   const std::string dtype = first_dtype(flux_store, {"img_in.weight", "x_embedder.weight"});
+  const Variant variant_of = flux_params.guidance_embed ? Variant::dev : Variant::schnell;
 
   // Memory policy: prepacked weights are copies in the product's dtype (16-bit weights widen to f32 where
-  // the CPU's bf16 product is slow); per_call reads the mapped storage each time (one layer of scratch).
+  // the CPU's bf16 product is slow); per_call reads the mapped storage each time (one panel of scratch). Then
+  // the residency plan (residency.h) from the budget, the sizes and each stage's working set.
   const uint64_t packed = packed_weight_bytes({&t5_store, &clip_store, &flux_store, &ae_store});
   const uint64_t available = available_memory_bytes();
-  const bool low_memory = options.low_memory || (available > 0 && packed > available / 10 * 7);
+  MemoryPolicy memory;
+  memory.budget = options.memory_budget > 0 ? options.memory_budget
+                  : available > 0           ? default_memory_budget(available)
+                                            : UINT64_MAX;
+  memory.force_drops = options.low_memory;
+  auto model_bytes = [&](bool prepacked) {
+    auto component = [&](const WeightStore& store) {
+      return ComponentBytes{files_bytes(store), prepacked ? packed_weight_bytes({&store}) : 0};
+    };
+    return ModelBytes{component(clip_store), component(t5_store), component(flux_store), component(ae_store)};
+  };
+  memory.shapes.clip_hidden = clip_cfg.hidden_size;
+  memory.shapes.clip_intermediate = clip_cfg.intermediate_size;
+  memory.shapes.clip_heads = clip_cfg.num_attention_heads;
+  memory.shapes.t5_d_model = t5_cfg.d_model;
+  memory.shapes.t5_inner = t5_cfg.num_heads * t5_cfg.d_kv;
+  memory.shapes.t5_d_ff = t5_cfg.d_ff;
+  memory.shapes.t5_heads = t5_cfg.num_heads;
+  memory.shapes.hidden = flux_params.hidden_size;
+  memory.shapes.mlp_hidden = static_cast<int64_t>(flux_params.hidden_size * flux_params.mlp_ratio);
+  memory.shapes.in_channels = flux_params.in_channels;
+  memory.shapes.vec_in_dim = flux_params.vec_in_dim;
+  memory.shapes.vae_ch = ae_params.ch;
+  memory.shapes.vae_ch_mult = ae_params.ch_mult;
+  memory.shapes.prompt_cache_entries = std::max(0, options.prompt_cache_entries);
+  // Per-call weights when asked, when the packed copies would take most of the budget, or when they would make a
+  // default-size (1024x1024) request not fit where per-call weights would.
+  auto default_fits = [&](bool prepacked) {
+    return plan_residency(model_bytes(prepacked), working_set(memory.shapes, 1024, 1024, t5_length(variant_of)),
+                          memory.budget, false)
+        .fits;
+  };
+  const bool low_memory =
+      options.low_memory || packed > memory.budget / 10 * 7 || (!default_fits(true) && default_fits(false));
+  memory.prepacked = !low_memory;
+  memory.bytes = model_bytes(memory.prepacked);
   kernels::set_default_weight_mode(low_memory ? kernels::WeightMode::per_call : kernels::WeightMode::prepacked);
   log_info("weights: ", total >> 20, " MiB stored, ", packed >> 20, " MiB if prepacked, ", available >> 20,
-           " MiB available: ", low_memory ? "reordered per call (low-memory mode)" : "prepacked once");
+           " MiB available, budget ",
+           memory.budget == UINT64_MAX ? std::string("unlimited (MemAvailable unknown)") : mib(memory.budget),
+           options.memory_budget > 0 ? " (--memory-budget)" : " (MemAvailable - max(512 MiB, 10%))", ": ",
+           low_memory ? "reordered per call (low-memory mode)" : "prepacked once");
 
   ByteProgress bytes(progress, total, !low_memory);
-  auto timed = [&](const char* component, WeightStore& store, auto&& load) {
+  ResidentModels models({files.clip.weights, files.t5.weights, files.transformer.weights, files.vae.weights}, clip_cfg,
+                        t5_cfg, flux_params, ae_params,
+                        low_memory ? kernels::WeightMode::per_call : kernels::WeightMode::prepacked);
+  // Private memory each binding took (packed copies, converted parameters, and tensors the loaders build,
+  // such as diffusers' q/k/v fused into one weight), measured as the growth of RssAnon.
+  std::array<uint64_t, 4> copies{};
+  auto timed = [&](Component c, WeightStore& store) {
     const auto start = Clock::now();
+    const char* component = component_name(c);
     bytes.begin(component, store);
-    auto model = load();
+    const uint64_t anon = anonymous_memory_bytes();
+    models.bind(c, store);
+    copies[static_cast<size_t>(c)] = std::max(anon, anonymous_memory_bytes()) - anon;
     bytes.end(component, store);
     log_debug("loaded ", component, " (", files_bytes(store), " bytes) in ", seconds_since(start), " s");
-    return model;
   };
-  T5Encoder t5 = timed("t5", t5_store, [&] { return T5Encoder::load(t5_store, t5_cfg); });
-  ClipTextModel clip = timed("clip", clip_store, [&] { return ClipTextModel::load(clip_store, clip_cfg); });
-  Flux flux = timed("transformer", flux_store, [&] { return Flux::load(flux_store, flux_params); });
-  AutoEncoder ae = timed("vae", ae_store, [&] { return AutoEncoder::load(ae_store, ae_params); });
+  timed(Component::t5, t5_store);
+  timed(Component::clip, clip_store);
+  timed(Component::transformer, flux_store);
+  timed(Component::vae, ae_store);
   bytes.report("done");
+  // The plan counts what a binding measurably holds when that is well above the estimate (the estimate stays
+  // otherwise: small differences are allocator noise, and the plan is then the same on every load).
+  for (Component c : {Component::clip, Component::t5, Component::transformer, Component::vae}) {
+    ComponentBytes& b = c == Component::clip          ? memory.bytes.clip
+                        : c == Component::t5          ? memory.bytes.t5
+                        : c == Component::transformer ? memory.bytes.transformer
+                                                      : memory.bytes.vae;
+    const uint64_t measured = copies[static_cast<size_t>(c)];
+    if (measured <= b.packed + std::max<uint64_t>(uint64_t{16} << 20, b.stored / 20)) continue;
+    log_info("memory: ", component_name(c), " holds ", mib(measured), " of private copies (", mib(b.packed),
+             " estimated); the plan counts them");
+    b.packed = measured;
+  }
 
-  auto pipeline = std::make_unique<FluxPipeline>(std::move(clip_tok), std::move(t5_tok), std::move(clip), std::move(t5),
-                                                 std::move(flux), std::move(ae), dtype,
-                                                 static_cast<size_t>(std::max(0, options.prompt_cache_entries)));
+  auto pipeline =
+      std::make_unique<FluxPipeline>(std::move(clip_tok), std::move(t5_tok), std::move(models), dtype,
+                                     static_cast<size_t>(std::max(0, options.prompt_cache_entries)), std::move(memory));
+  // The plan for a request of the default size (1024x1024), logged; what it drops before a first job goes now.
+  GenerateRequest reference;
+  pipeline->adopt_plan(reference, "the default size,");
   log_info("loaded ", pipeline->describe(), " in ", seconds_since(t0), " s");
   return pipeline;
 }

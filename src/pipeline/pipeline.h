@@ -9,9 +9,11 @@
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
 #include "io/image.h"
+#include "pipeline/residency.h"
 #include "tensor/tensor.h"
 
 namespace flux {
@@ -31,9 +33,14 @@ const char* variant_name(Variant v);
 
 struct LoadOptions {
   int n_threads = 0;  // kernel pool size; 0 = cores
-  // Reorder weights per call instead of once (see DESIGN.md). Also chosen automatically when prepacking
-  // every weight would take more than 70% of the available memory.
+  // Reorder weights per call instead of once (see DESIGN.md), and drop every stage's weights when it is done
+  // (ResidencyPlan::drop_transformer). Per-call weights are also chosen automatically when prepacking every
+  // weight would take more than 70% of the memory budget.
   bool low_memory = false;
+  // Bytes the pipeline may use (weights resident + the largest stage's working set; see residency.h); it
+  // decides from it which components stay resident and refuses jobs that cannot fit. 0 = MemAvailable at load
+  // minus max(512 MiB, 10%) (default_memory_budget); no limit when MemAvailable is unknown.
+  uint64_t memory_budget = 0;
   int prompt_cache_entries = 8;  // prompt embeddings kept (PromptCache); 0 = encode every time
 };
 
@@ -81,6 +88,16 @@ struct GenerateResult {
   bool prompt_truncated = false;
 };
 
+// What is resident and why (for logs and /health). A snapshot: the pipeline's compute thread makes it.
+struct MemoryStatus {
+  uint64_t budget = 0;                // bytes
+  std::string plan;                   // plan_name() of the last job's plan (after load: a default-size request's)
+  std::string weights;                // "prepacked" or "per_call"
+  uint64_t need = 0;                  // peak bytes of that plan
+  std::string peak_stage;             // where that peak is
+  std::vector<std::string> resident;  // components bound now: "clip", "t5", "transformer", "vae"
+};
+
 // Cancelled (base/error.h) is thrown by run() when the stop token is triggered (between steps or blocks).
 
 class Pipeline {
@@ -92,8 +109,13 @@ class Pipeline {
 
   virtual Variant variant() const = 0;
   virtual std::string describe() const = 0;  // variant, dtypes, sizes (for /v1/models and logs)
-  // Validates a request against the model (size multiple of 16, steps >= 1, ...); throws Error naming the field.
+  // Validates a request against the model (size multiple of 16, steps >= 1, ...); throws Error naming the field,
+  // or OverBudget when the request cannot fit the memory budget even with every drop.
   virtual void validate(const GenerateRequest& request) const = 0;
+  // The residency plan for a request: a pure function of the budget and the sizes (safe from any thread).
+  virtual StagePlan memory_plan(const GenerateRequest&) const { return {}; }
+  // The current state; call it only from the thread that runs run() (or before the first run).
+  virtual MemoryStatus memory_status() const { return {}; }
   virtual GenerateResult run(const GenerateRequest& request, const ProgressSink& progress, std::stop_token stop) = 0;
 };
 

@@ -45,6 +45,11 @@ Response health(const ServerContext& c) {
             {"uptime_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - c.started).count()}};
   if (load.state == LoadState::ready) j["model"] = load.model;
   if (load.state == LoadState::error) j["error"] = load.error;
+  const MemoryStatus memory = c.engine.memory_status();
+  if (!memory.plan.empty())
+    j["memory"] = {{"budget", memory.budget},         {"plan", memory.plan},
+                   {"weights", memory.weights},       {"need", memory.need},
+                   {"peak_stage", memory.peak_stage}, {"resident", memory.resident}};
   if (c.shutting_down) j["shutting_down"] = true;
   return json_response(200, j);
 }
@@ -71,7 +76,7 @@ Response models(const ServerContext& c) {
   return json_response(200, {{"object", "list"}, {"data", data}});
 }
 
-// Submits one job; maps the engine's refusals to 429 / 503 / 400.
+// Submits one job; maps the engine's refusals to 429 / 503 / 400 (a size over the memory budget included).
 std::string submit(ServerContext& c, const GenerateRequest& request) {
   if (c.shutting_down) {
     HttpError e(503, "the server is shutting down", "", "shutting_down");
@@ -90,6 +95,8 @@ std::string submit(ServerContext& c, const GenerateRequest& request) {
     throw error;
   } catch (const HttpError&) {
     throw;
+  } catch (const OverBudget& e) {
+    throw HttpError(400, e.what(), "size", "memory_budget_exceeded");
   } catch (const Error& e) {
     throw HttpError(400, e.what(), "", "invalid_value");  // Pipeline::validate names the field
   }

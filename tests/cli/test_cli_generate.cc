@@ -179,7 +179,7 @@ TEST(CliGenerate, Errors) {
       << r.err;
   r = run_cli({"make-test-model", dir + "/m", "--size", "huge", "--tokenizers", test::tokenizer_dir()});
   EXPECT_EQ(r.status, 1);
-  EXPECT_EQ(last_line(r.err), "fluxcpp: error: --size: expected tiny, small or medium, got 'huge'");
+  EXPECT_EQ(last_line(r.err), "fluxcpp: error: --size: expected tiny, small, medium or full, got 'huge'");
 }
 
 }  // namespace

@@ -64,6 +64,24 @@ GenerateRequest request(uint64_t seed = 1, int steps = 4) {
   return r;
 }
 
+TEST(Engine, MemoryStatusIsASnapshotTakenAtLoadAndAtEachStage) {
+  Fixture f({}, /*loaded=*/false);
+  EXPECT_TRUE(f.engine->memory_status().plan.empty());  // nothing loaded yet
+  f.load_gate->release();
+  ASSERT_TRUE(poll([&] { return f.engine->load_status().state == LoadState::ready; }));
+  MemoryStatus m = f.engine->memory_status();
+  EXPECT_EQ(m.plan, "scripted");
+  EXPECT_EQ(m.budget, 12345u);
+  EXPECT_EQ(m.resident, std::vector<std::string>{"idle"});
+  const std::string id = f.engine->submit(request(1, 2));
+  // While the job waits for its first step, the snapshot is the one its compute thread took at encode_text
+  // (the engine reads the pipeline on that thread only; /health reads the copy).
+  ASSERT_TRUE(poll([&] { return f.engine->memory_status().resident == std::vector<std::string>{"encode_text"}; }));
+  f.steps->open();
+  ASSERT_TRUE(poll([&] { return f.engine->info(id)->status == JobStatus::completed; }));
+  EXPECT_EQ(f.engine->memory_status().resident, std::vector<std::string>{"done"});
+}
+
 TEST(Engine, LoadsInBackgroundAndReportsProgress) {
   Fixture f({}, /*loaded=*/false);
   ASSERT_TRUE(poll([&] { return f.engine->load_status().component == "t5"; }));

@@ -55,19 +55,32 @@ class ScriptedPipeline : public Pipeline {
     FLUX_CHECK(!r.prompt.empty(), "prompt: expected a non-empty string");
     FLUX_CHECK(r.width % 16 == 0 && r.height % 16 == 0, "size: expected multiples of 16, got ", r.width, "x", r.height);
   }
+  // The memory state names where run() is ("idle" after load, the stage while running, "done" after), so a
+  // test sees when the engine's snapshot was taken. Read by the engine on the thread running run().
+  MemoryStatus memory_status() const override {
+    MemoryStatus m;
+    m.budget = 12345;
+    m.plan = "scripted";
+    m.resident = {where_};
+    return m;
+  }
   GenerateResult run(const GenerateRequest& r, const ProgressSink& progress, std::stop_token stop) override {
     runs_.fetch_add(1);
+    where_ = "encode_text";
     last_width_ = r.width;
     const int total = r.steps > 0 ? r.steps : 4;
     if (progress) progress({Stage::encode_text, 0, 0, 0.0, std::nullopt});
     for (int i = 1; i <= total; ++i) {
+      where_ = "denoise";
       if (!steps_->acquire(stop)) throw Cancelled();
       ProgressEvent e{Stage::denoise, i, total, 0.01 * i, std::nullopt};
       if (r.preview) e.preview = Image{2, 2, std::vector<uint8_t>(12, static_cast<uint8_t>(i))};
       if (progress) progress(e);
     }
     if (stop.stop_requested()) throw Cancelled();
+    where_ = "decode";
     if (progress) progress({Stage::decode, total, total, 0.01 * total, std::nullopt});
+    where_ = "done";
     GenerateResult result;
     result.image =
         Image{r.width, r.height,
@@ -84,6 +97,7 @@ class ScriptedPipeline : public Pipeline {
   std::shared_ptr<Gate> steps_;
   std::atomic<int> runs_{0};
   std::atomic<int> last_width_{0};
+  std::string where_ = "idle";
 };
 
 // An executor drained by the test thread: Post queues a callable; run_until() runs them until a condition

@@ -1,0 +1,75 @@
+// `fluxcpp generate --memory-budget / --low-memory`: a bad budget value is named, a size that cannot fit the
+// budget exits 1 with one line naming the stage, the need and the budget (and writes nothing), and --low-memory
+// (every drop, weights per call) draws the same image as the default run.
+#include <filesystem>
+
+#include "io/image.h"
+#include "test_util.h"
+
+namespace flux {
+namespace {
+
+test::RunResult run_cli(std::vector<std::string> args) {
+  args.insert(args.begin(), FLUX_CLI_PATH);
+  return test::run_process(args);
+}
+
+std::string last_line(std::string s) {
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  const size_t nl = s.rfind('\n');
+  return nl == std::string::npos ? s : s.substr(nl + 1);
+}
+
+const std::string& model() {
+  static const std::string dir = [] {
+    const std::string d = test::temp_dir("cli-memory") + "/model";
+    const test::RunResult r = run_cli({"make-test-model", d});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return d;
+  }();
+  return dir;
+}
+
+TEST(CliMemory, BadBudgetValueIsNamed) {
+  for (const char* bad : {"8X", "12GQ", "lots"}) {
+    const test::RunResult r = run_cli({"generate", "--model", model(), "-p", "a cat", "--memory-budget", bad});
+    EXPECT_EQ(r.status, 1) << r.err;
+    const std::string line = last_line(r.err);
+    EXPECT_NE(line.find("--memory-budget"), std::string::npos) << line;
+    EXPECT_NE(line.find(std::string("'") + bad + "'"), std::string::npos) << line;
+  }
+}
+
+TEST(CliMemory, SizeOverTheBudgetIsRefused) {
+  const std::string out = test::temp_dir("cli-memory") + "/big.png";
+  const test::RunResult r = run_cli({"generate", "--model", model(), "-p", "a cat", "-W", "1024", "-H", "1024",
+                                     "--memory-budget", "300M", "-o", out, "--threads", "2"});
+  EXPECT_EQ(r.status, 1) << r.err;
+  const std::string line = last_line(r.err);
+  EXPECT_NE(line.find("1024x1024"), std::string::npos) << line;
+  EXPECT_NE(line.find("decode stage needs"), std::string::npos) << line;
+  EXPECT_NE(line.find("the budget is 300 MiB (314572800 bytes)"), std::string::npos) << line;
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+TEST(CliMemory, LowMemoryDrawsTheSameImage) {
+  const std::string dir = test::temp_dir("cli-memory");
+  const std::vector<std::string> common = {"generate", "--model", model(), "-p",      "a cat", "-W",        "128", "-H",
+                                           "128",      "--seed",  "3",     "--steps", "2",     "--threads", "2"};
+  std::vector<std::string> a = common, b = common;
+  a.insert(a.end(), {"-o", dir + "/a.png"});
+  b.insert(b.end(), {"-o", dir + "/b.png", "--low-memory"});
+  b.insert(b.begin(), {"--log", "info"});
+  const test::RunResult ra = run_cli(a), rb = run_cli(b);
+  ASSERT_EQ(ra.status, 0) << ra.err;
+  ASSERT_EQ(rb.status, 0) << rb.err;
+  // Decided once at load (for the default size); the job's plan is the same, so it is not logged again.
+  EXPECT_NE(rb.err.find("memory: plan drop_transformer for the default size"), std::string::npos) << rb.err;
+  EXPECT_EQ(rb.err.find("memory: plan drop_transformer for a job"), std::string::npos) << rb.err;
+  EXPECT_NE(rb.err.find("memory: dropped t5"), std::string::npos) << rb.err;
+  EXPECT_NE(rb.err.find("memory: re-bound transformer"), std::string::npos) << rb.err;
+  EXPECT_EQ(read_image(dir + "/a.png").pixels, read_image(dir + "/b.png").pixels);
+}
+
+}  // namespace
+}  // namespace flux
