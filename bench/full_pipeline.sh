@@ -37,8 +37,9 @@ done
 [ ${#types[@]} -gt 0 ] || types=(q4_K fp8)
 fluxcpp="$build/src/cli/fluxcpp"
 [ -x "$fluxcpp" ] || { echo "no $fluxcpp: build it first (ninja -C $build fluxcpp)" >&2; exit 1; }
-tokenizers="$here/../shared/tokenizers"
-[ -d "$tokenizers" ] || tokenizers=/work/shared/tokenizers
+# The real tokenizer files when ../shared is beside the tree, else make-test-model's own test tokenizers.
+tok_args=()
+[ -d "$here/../shared/tokenizers" ] && tok_args=(--tokenizers "$here/../shared/tokenizers")
 timer=()
 [ -x /usr/bin/time ] && timer=(/usr/bin/time -v)
 mkdir -p "$root"
@@ -62,7 +63,7 @@ for type in "${types[@]}"; do
   if [ ! -f "$set_dir/.complete" ]; then
     echo "== making the $type set in $set_dir"
     rm -rf "$set_dir"
-    "$fluxcpp" make-test-model "$set_dir" --size full --type "$type" --tokenizers "$tokenizers"
+    "$fluxcpp" make-test-model "$set_dir" --size full --type "$type" "${tok_args[@]}"
     touch "$set_dir/.complete"
   fi
   echo "== $type: $(du -sh --apparent-size "$set_dir" | cut -f1) in $set_dir"
@@ -80,5 +81,5 @@ for type in "${types[@]}"; do
   # line (the largest stage peak) is the run's peak; time -v adds the wall time and CPU share.
   grep -E "Elapsed \(wall|Percent of CPU" "$root/$type.log" | sed 's/^\s*/time -v: /' || true
   grep -E "weights:|memory" "$root/$type.log" | head -3 || true
-  [ $delete -eq 1 ] && rm -rf "$set_dir"
+  if [ $delete -eq 1 ]; then rm -rf "$set_dir"; fi
 done
