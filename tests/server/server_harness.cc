@@ -10,12 +10,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <sstream>
 #include <thread>
 
+#include "base/thread_pool.h"
 #include "pipeline/test_model.h"
 #include "test_util.h"
 
@@ -259,6 +261,9 @@ bool poll_until(const std::function<bool()>& pred, std::chrono::milliseconds tim
 const std::string& tiny_model_dir() {
   static const std::string dir = [] {
     const std::string d = temp_dir("server-model");
+    // FLUX_TEST_THREADS (1 under ThreadSanitizer, scripts/sanitize.sh) also holds for the in-process writer: its
+    // parallel_for runs on OpenMP threads, whose hand-offs TSan cannot see.
+    if (const char* threads = std::getenv("FLUX_TEST_THREADS")) set_default_threads(std::atoi(threads));
     TestModelOptions o;
     o.tokenizers = tokenizer_dir();
     make_test_model(d, o);
