@@ -22,5 +22,8 @@ uint64_t proc_kb(const char* path, const std::string& key) {
 uint64_t available_memory_bytes() { return proc_kb("/proc/meminfo", "MemAvailable"); }
 uint64_t resident_memory_bytes() { return proc_kb("/proc/self/status", "VmRSS"); }
 uint64_t anonymous_memory_bytes() { return proc_kb("/proc/self/status", "RssAnon"); }
+uint64_t file_memory_bytes() { return proc_kb("/proc/self/status", "RssFile"); }
+uint64_t peak_resident_memory_bytes() { return proc_kb("/proc/self/status", "VmHWM"); }
+void reset_peak_resident_memory() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 }  // namespace flux

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "base/system.h"
 #include "base/thread_pool.h"
 #include "cli/command.h"
 #include "io/image.h"
@@ -90,16 +91,16 @@ class StageStats {
     end();
     name_ = name;
     start_ = std::chrono::steady_clock::now();
-    std::ofstream("/proc/self/clear_refs") << "5";
+    reset_peak_resident_memory();
   }
   void end() {
     if (!enabled_ || name_.empty()) return;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     stages_.push_back({{"stage", name_},
                        {"seconds", s},
-                       {"peak_rss_mib", status_kib("VmHWM:") / 1024.0},
-                       {"rss_anon_mib", status_kib("RssAnon:") / 1024.0},
-                       {"rss_file_mib", status_kib("RssFile:") / 1024.0}});
+                       {"peak_rss_mib", to_mib(peak_resident_memory_bytes())},
+                       {"rss_anon_mib", to_mib(anonymous_memory_bytes())},
+                       {"rss_file_mib", to_mib(file_memory_bytes())}});
     name_.clear();
   }
   void write(const std::string& path, nlohmann::json extra) {
@@ -119,13 +120,7 @@ class StageStats {
   }
 
  private:
-  static int64_t status_kib(const char* key) {  // a "Key:   123 kB" line of /proc/self/status, 0 if absent
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    while (std::getline(in, line))
-      if (line.starts_with(key)) return std::stoll(line.substr(std::string(key).size()));
-    return 0;
-  }
+  static double to_mib(uint64_t bytes) { return static_cast<double>(bytes) / 1048576.0; }
   bool enabled_;
   std::string name_;
   std::chrono::steady_clock::time_point start_;

@@ -30,7 +30,9 @@ void put_string(std::string& out, const std::string& s) {
   out += s;
 }
 
-void put_value(std::string& out, const GgufValue& v, const std::string& key) {
+}  // namespace
+
+void append_gguf_value(std::string& out, const GgufValue& v, const std::string& key) {
   std::visit(
       [&](const auto& x) {
         using T = std::decay_t<decltype(x)>;
@@ -42,7 +44,7 @@ void put_value(std::string& out, const GgufValue& v, const std::string& key) {
           for (const GgufValue& item : x.items) {
             FLUX_CHECK(item.type() == x.type, "GGUF KV '", key, "': array of ", gguf_type_name(x.type), " holds a ",
                        gguf_type_name(item.type()));
-            put_value(out, item, key);
+            append_gguf_value(out, item, key);
           }
         } else if constexpr (std::is_same_v<T, bool>) {
           put_pod<uint8_t>(out, x ? 1 : 0);
@@ -52,8 +54,6 @@ void put_value(std::string& out, const GgufValue& v, const std::string& key) {
       },
       v.value);
 }
-
-}  // namespace
 
 GgufWriter::GgufWriter(const std::string& path, std::vector<GgufKV> kv, std::vector<GgufTensorSpec> tensors,
                        GgufWriteOptions options)
@@ -82,7 +82,7 @@ GgufWriter::GgufWriter(const std::string& path, std::vector<GgufKV> kv, std::vec
   for (const GgufKV& p : kv) {
     put_string(header, p.key);
     put_pod<uint32_t>(header, static_cast<uint32_t>(p.value.type()));
-    put_value(header, p.value, p.key);
+    append_gguf_value(header, p.value, p.key);
   }
   uint64_t offset = 0;
   for (const GgufTensorSpec& t : tensors_) {

@@ -20,6 +20,10 @@
 
 namespace flux {
 
+// Appends a KV value's bytes as GGUF stores them (strings length-prefixed; arrays: item type, count, items;
+// bool as one byte). Throws Error naming `key` if an array holds an item of another type.
+void append_gguf_value(std::string& out, const GgufValue& v, const std::string& key);
+
 struct GgufTensorSpec {
   std::string name;
   DType dtype = DType::f32;  // F32, F16, BF16 or a ggml block type (ggml_type_of)

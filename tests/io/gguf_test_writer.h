@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "io/gguf.h"
+#include "io/gguf_writer.h"
 
 namespace flux::test {
 
@@ -55,24 +56,6 @@ class GgufWriter {
     put<uint64_t>(out, s.size());
     out += s;
   }
-  static void put_value(std::string& out, const GgufValue& v) {
-    std::visit(
-        [&](const auto& x) {
-          using T = std::decay_t<decltype(x)>;
-          if constexpr (std::is_same_v<T, std::string>) {
-            put_string(out, x);
-          } else if constexpr (std::is_same_v<T, GgufArray>) {
-            put<uint32_t>(out, static_cast<uint32_t>(x.type));
-            put<uint64_t>(out, x.items.size());
-            for (const GgufValue& item : x.items) put_value(out, item);
-          } else if constexpr (std::is_same_v<T, bool>) {
-            put<uint8_t>(out, x ? 1 : 0);
-          } else {
-            put<T>(out, x);
-          }
-        },
-        v.value);
-  }
 
   // The header alone (no padding): magic .. last tensor info.
   std::string header() const {
@@ -83,7 +66,7 @@ class GgufWriter {
     for (const GgufKV& p : kv) {
       put_string(out, p.key);
       put<uint32_t>(out, static_cast<uint32_t>(p.value.type()));
-      put_value(out, p.value);
+      append_gguf_value(out, p.value, p.key);
     }
     uint64_t next = 0;
     for (const TensorSpec& t : tensors) {
