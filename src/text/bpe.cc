@@ -6,6 +6,16 @@
 
 namespace flux::text {
 
+std::array<char32_t, 256> byte_to_char() {
+  std::array<char32_t, 256> map{};
+  char32_t next = 256;
+  for (unsigned b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    map[b] = printable ? b : next++;
+  }
+  return map;
+}
+
 bool BpeMerges::add(int32_t left, int32_t right, int32_t merged) {
   const auto rank = static_cast<int32_t>(table_.size());
   if (!table_.emplace(key(left, right), Merge{rank, merged}).second) return false;

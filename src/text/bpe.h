@@ -4,6 +4,7 @@
 // merge rank and merge all its occurrences left to right.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <unordered_map>
@@ -11,6 +12,10 @@
 #include <vector>
 
 namespace flux::text {
+
+// GPT-2's bytes_to_unicode(): printable Latin-1 bytes map to themselves, the other 68 bytes to U+0100.. in
+// byte order, so every byte has a visible character in vocab.json.
+std::array<char32_t, 256> byte_to_char();
 
 class BpeMerges {
  public:

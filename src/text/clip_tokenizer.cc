@@ -34,18 +34,6 @@ std::string read_file(const std::string& path) {
   return text.str();
 }
 
-// GPT-2's bytes_to_unicode(): printable Latin-1 bytes map to themselves, the other 68 bytes to U+0100.. in
-// byte order, so every byte has a visible character in vocab.json.
-std::array<char32_t, 256> byte_to_char() {
-  std::array<char32_t, 256> map{};
-  char32_t next = 256;
-  for (unsigned b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    map[b] = printable ? b : next++;
-  }
-  return map;
-}
-
 // One match of the CLIP pattern (re.IGNORECASE, on lower-cased text):
 // <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
 // Returns the match length at `pos` (0: no match, the character is whitespace and skipped).
@@ -168,7 +156,7 @@ ClipTokenizer ClipTokenizer::load(const std::string& dir) {
   };
   expect_id("<|startoftext|>", kBos);
   expect_id("<|endoftext|>", kEos);
-  const auto chars = byte_to_char();
+  const auto chars = text::byte_to_char();
   for (unsigned b = 0; b < 256; ++b) {
     std::string ch;
     text::append_utf8(chars[b], ch);

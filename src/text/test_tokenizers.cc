@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "text/bpe.h"
 #include "text/unicode_text.h"
 
 namespace flux {
@@ -41,14 +42,11 @@ std::string readme(const char* what) {
                  "tokenizer's, so use it only with random-weight test models.\n");
 }
 
-// GPT-2's bytes_to_unicode() (as CLIP's vocab.json spells bytes), each byte's character as UTF-8.
+// Each byte's symbol in CLIP's vocab.json (text::byte_to_char, GPT-2's bytes_to_unicode) as UTF-8.
 std::array<std::string, 256> byte_symbols() {
+  const std::array<char32_t, 256> chars = text::byte_to_char();
   std::array<std::string, 256> out;
-  char32_t next = 256;
-  for (unsigned b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    text::append_utf8(printable ? static_cast<char32_t>(b) : next++, out[b]);
-  }
+  for (unsigned b = 0; b < 256; ++b) text::append_utf8(chars[b], out[b]);
   return out;
 }
 
