@@ -5,7 +5,11 @@
 # and the stage's own peak RSS (generate --stats-json: VmHWM reset between stages; the largest is the run's peak),
 # then the wall time and CPU share from /usr/bin/time -v (Debian package `time`) when present.
 #
-# Usage: bench/full_pipeline.sh [-b BUILD_DIR] [-r ROOT] [-t THREADS] [-d] [-- GENERATE_ARGS...] [TYPE...]
+# Usage: bench/full_pipeline.sh [-b BUILD_DIR] [-r ROOT] [-t THREADS] [-d] [-m LIMIT [-c]] [-s SUFFIX]
+#                                [TYPE...] [-- GENERATE_ARGS...]
+#   -m LIMIT  runs generate inside a fresh memory cgroup of LIMIT (8G, ...: scripts/in_memory_cgroup.sh, root);
+#             with -c the page cache is dropped first (a cold start). The default budget follows the cgroup.
+#   -s SUFFIX names the results ROOT/TYPE.SUFFIX.* (several runs of one set).
 #   TYPE: bf16 fp8 q8_0 q4_K (default: q4_K fp8). Sets live in ROOT/TYPE (default ROOT /var/tmp/fluxcpp-full)
 #   and are made when missing; -d deletes each set after its run (disk: q4_K 9.6 GB, q8_0 ~17 GB, fp8 17 GB,
 #   bf16 33 GB). Results: ROOT/TYPE.stats.json, ROOT/TYPE.log, ROOT/TYPE.png.
@@ -18,14 +22,20 @@ build="$here/build"
 root=/var/tmp/fluxcpp-full
 threads=0
 delete=0
+limit=""
+cold=0
+suffix=""
 extra=()
-while getopts "b:r:t:d" opt; do
+while getopts "b:r:t:dm:cs:" opt; do
   case $opt in
+    m) limit=$OPTARG ;;
+    c) cold=1 ;;
+    s) suffix=.$OPTARG ;;
     b) build=$OPTARG ;;
     r) root=$OPTARG ;;
     t) threads=$OPTARG ;;
     d) delete=1 ;;
-    *) sed -n '2,16p' "$0"; exit 2 ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -54,6 +64,8 @@ for st in s["stages"]:
     print(f"{st['stage']:<32} {st['seconds']:>9.2f} {st['peak_rss_mib']:>15.0f} {st['rss_anon_mib']:>11.0f} "
           f"{st['rss_file_mib']:>11.0f}")
 print(f"{'total':<32} {s['total_seconds']:>9.2f} {s['peak_rss_mib']:>15.0f}")
+if "clip_seconds" in s:
+    print(f"encode_text: CLIP {s['clip_seconds']:.2f} s, T5 {s['t5_seconds']:.2f} s (each incl. re-binding when dropped)")
 EOF
 }
 
@@ -68,18 +80,24 @@ for type in "${types[@]}"; do
   fi
   echo "== $type: $(du -sh --apparent-size "$set_dir" | cut -f1) in $set_dir"
   echo "uptime: $(uptime)"
+  out="$root/$type$suffix"
   cmd=("$fluxcpp" generate --model "$set_dir" -p "a photo of a red fox in the snow" -W 512 -H 512 --steps 4
-    --seed 1 -t "$threads" -o "$root/$type.png" --stats-json "$root/$type.stats.json" "${extra[@]}")
+    --seed 1 -t "$threads" -o "$out.png" --stats-json "$out.stats.json" "${extra[@]}")
+  if [ -n "$limit" ]; then
+    cg=(bash "$here/scripts/in_memory_cgroup.sh")
+    [ $cold -eq 1 ] && cg+=(-q)
+    cmd=("${cg[@]}" "$limit" "${cmd[@]}")
+  fi
   echo "command: $(printf '%q ' "${timer[@]}" "${cmd[@]}")"
-  if ! "${timer[@]}" "${cmd[@]}" >"$root/$type.log" 2>&1; then
-    echo "FAILED ($type), from $root/$type.log:"
-    grep -E "error|signal|Maximum resident|Elapsed \(wall" "$root/$type.log" || tail -5 "$root/$type.log"
+  if ! "${timer[@]}" "${cmd[@]}" >"$out.log" 2>&1; then
+    echo "FAILED ($type), from $out.log:"
+    grep -E "error|signal|Maximum resident|Elapsed \(wall|^cgroup" "$out.log" || tail -5 "$out.log"
     continue
   fi
-  table "$root/$type.stats.json"
+  table "$out.stats.json"
   # ru_maxrss (time -v "Maximum resident set size") is reset with VmHWM by --stats-json: the table's total
   # line (the largest stage peak) is the run's peak; time -v adds the wall time and CPU share.
-  grep -E "Elapsed \(wall|Percent of CPU" "$root/$type.log" | sed 's/^\s*/time -v: /' || true
-  grep -E "weights:|memory" "$root/$type.log" | head -3 || true
+  grep -E "Elapsed \(wall|Percent of CPU" "$out.log" | sed 's/^\s*/time -v: /' || true
+  grep -E "weights:|memory: plan|^cgroup" "$out.log" | head -4 || true
   if [ $delete -eq 1 ]; then rm -rf "$set_dir"; fi
 done

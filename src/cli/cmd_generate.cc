@@ -166,6 +166,8 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
   load_options.n_threads = o.threads;
   load_options.low_memory = o.low_memory;
   if (!o.memory_budget.empty()) load_options.memory_budget = parse_byte_size("--memory-budget", o.memory_budget);
+  load_options.first_width = request.width;  // refused before loading when it cannot fit
+  load_options.first_height = request.height;
   auto pipeline =
       Pipeline::load(o.paths, load_options, [&](const std::string& component, uint64_t done, uint64_t total) {
         if (component != loading && component != "done") stats.begin("load " + component);
@@ -220,6 +222,8 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
                              {"threads", default_pool().n_threads()},
                              {"load_seconds", load_s},
                              {"encode_text_seconds", result.timings.encode_text_s},
+                             {"clip_seconds", result.timings.clip_s},
+                             {"t5_seconds", result.timings.t5_s},
                              {"denoise_seconds", result.timings.denoise_s},
                              {"decode_seconds", result.timings.decode_s}});
   if (result.prompt_truncated && !o.quiet)
@@ -228,8 +232,11 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
   const StageTimings& t = result.timings;
   if (!o.quiet)
     std::fprintf(
-        stderr, "timings: load %.2f s, encode_text %.2f s, denoise %.2f s (%.3f s/step), decode %.2f s, total %.2f s\n",
-        load_s, t.encode_text_s, t.denoise_s, steps > 0 ? t.denoise_s / steps : 0.0, t.decode_s, t.total_s);
+        stderr,
+        "timings: load %.2f s, encode_text %.2f s (CLIP %.2f, T5 %.2f), denoise %.2f s (%.3f s/step), decode %.2f s, "
+        "total %.2f s\n",
+        load_s, t.encode_text_s, t.clip_s, t.t5_s, t.denoise_s, steps > 0 ? t.denoise_s / steps : 0.0, t.decode_s,
+        t.total_s);
   std::printf("wrote %s (%dx%d, %d steps, seed %llu)\n", o.output.c_str(), result.image.width, result.image.height,
               steps, static_cast<unsigned long long>(result.seed));
   return 0;
@@ -259,7 +266,7 @@ const CommandRegistrar reg(
        sub.add_option("--stats-json", o->stats_json,
                       "write per-stage wall times and peak RSS (VmHWM, reset per stage) to this JSON file");
        sub.add_option("--memory-budget", o->memory_budget,
-                      "bytes to stay within, e.g. 8G or 500M (default: MemAvailable - max(512M, 10%))");
+                      "bytes to stay within, e.g. 8G or 500M (default: MemAvailable, or a memory cgroup's free room when smaller, less 10% / 512M)");
        sub.add_flag("--low-memory", o->low_memory, "reorder weights per call and drop each stage's weights after it");
        return [o, w, h, s] {
          if (s->count() == 0) o->seed = std::random_device{}();  // torch seeds use 32 bits

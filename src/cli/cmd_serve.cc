@@ -80,7 +80,7 @@ CommandRegistrar reg(
        sub.add_flag("--queue-while-loading", o->queue_while_loading, "accept jobs while the models load (else 503)");
        sub.add_flag("--low-memory", o->low_memory, "reorder weights per call and drop each stage's weights after it");
        sub.add_option("--memory-budget", o->memory_budget,
-                      "bytes to stay within, e.g. 8G or 500M (default: MemAvailable - max(512M, 10%))");
+                      "bytes to stay within, e.g. 8G or 500M (default: MemAvailable, or a memory cgroup's free room when smaller, less 10% / 512M)");
        return [o] { return serve(*o); };
      }});
 

@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "base/mapped_file.h"
+#include "base/memory_limit.h"
 #include "base/system.h"
 #include "base/thread_pool.h"
 #include "io/weight_store.h"
@@ -233,11 +234,15 @@ class FluxPipeline final : public Pipeline {
     result.prompt_truncated = clip_ids.truncated() || t5_ids.truncated();
     const PromptCache::Entry text = prompt_cache_.get_or_compute(PromptKey::of_ids(clip_ids.ids, t5_ids.ids), [&] {
       PromptEmbedding e;
+      auto t = Clock::now();
       models_.ensure(Component::clip);
       e.pooled = models_.clip().forward(clip_ids.ids, clip_ids.pool_index).pooled;  // [vec_in_dim]
+      result.timings.clip_s = seconds_since(t);
       if (stop.stop_requested()) throw Cancelled();
+      t = Clock::now();
       models_.ensure(Component::t5);
       e.txt = models_.t5().forward(t5_ids.ids);  // [L, context_in_dim]
+      result.timings.t5_s = seconds_since(t);
       return e;
     });
     if (drop_text) {
@@ -384,7 +389,8 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   // the CPU's bf16 product is slow); per_call reads the mapped storage each time (one panel of scratch). Then
   // the residency plan (residency.h) from the budget, the sizes and each stage's working set.
   const uint64_t packed = packed_weight_bytes({&t5_store, &clip_store, &flux_store, &ae_store});
-  const uint64_t available = available_memory_bytes();
+  const MemoryAvailable avail = memory_available();  // MemAvailable, or less in a memory cgroup
+  const uint64_t available = avail.bytes;
   MemoryPolicy memory;
   memory.budget = options.memory_budget > 0 ? options.memory_budget
                   : available > 0           ? default_memory_budget(available)
@@ -425,8 +431,24 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   log_info("weights: ", total >> 20, " MiB stored, ", packed >> 20, " MiB if prepacked, ", available >> 20,
            " MiB available, budget ",
            memory.budget == UINT64_MAX ? std::string("unlimited (MemAvailable unknown)") : mib(memory.budget),
-           options.memory_budget > 0 ? " (--memory-budget)" : " (MemAvailable - max(512 MiB, 10%))", ": ",
+           options.memory_budget > 0 ? std::string(" (--memory-budget)")
+                                     : str_cat(" (", avail.source, " less a margin)"),
+           ": ",
            low_memory ? "reordered per call (low-memory mode)" : "prepacked once");
+
+  // The plan of the first job (from the estimates; corrected below once the bindings are measured): refuse
+  // it now rather than after minutes of loading, and under drop_transformer never hold the transformer and the
+  // text encoders together, not even while loading.
+  GenerateRequest first;
+  if (options.first_width > 0 && options.first_height > 0) {
+    first.width = options.first_width;
+    first.height = options.first_height;
+  }
+  const StagePlan first_plan = plan_residency(
+      memory.bytes, working_set(memory.shapes, first.width, first.height, t5_length(variant_of)), memory.budget,
+      memory.force_drops);
+  if (options.first_width > 0 && !first_plan.fits)
+    throw OverBudget(over_budget_message(first_plan, first.width, first.height));
 
   ByteProgress bytes(progress, total, !low_memory);
   ResidentModels models({files.clip.weights, files.t5.weights, files.transformer.weights, files.vae.weights}, clip_cfg,
@@ -445,9 +467,15 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
     bytes.end(component, store);
     log_debug("loaded ", component, " (", files_bytes(store), " bytes) in ", seconds_since(start), " s");
   };
+  const bool transformer_first = first_plan.plan == ResidencyPlan::drop_transformer;
+  if (transformer_first) {  // bound (checked, measured) and dropped again before the encoders come
+    timed(Component::transformer, flux_store);
+    models.release(Component::transformer);
+    flux_store = WeightStore();  // and its files unmapped
+  }
   timed(Component::t5, t5_store);
   timed(Component::clip, clip_store);
-  timed(Component::transformer, flux_store);
+  if (!transformer_first) timed(Component::transformer, flux_store);
   timed(Component::vae, ae_store);
   bytes.report("done");
   // The plan counts what a binding measurably holds when that is well above the estimate (the estimate stays
@@ -468,8 +496,7 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
       std::make_unique<FluxPipeline>(std::move(clip_tok), std::move(t5_tok), std::move(models), dtype,
                                      static_cast<size_t>(std::max(0, options.prompt_cache_entries)), std::move(memory));
   // The plan for a request of the default size (1024x1024), logged; what it drops before a first job goes now.
-  GenerateRequest reference;
-  pipeline->adopt_plan(reference, "the default size,");
+  pipeline->adopt_plan(first, options.first_width > 0 ? "the first job," : "the default size,");
   log_info("loaded ", pipeline->describe(), " in ", seconds_since(t0), " s");
   return pipeline;
 }

@@ -38,10 +38,15 @@ struct LoadOptions {
   // weight would take more than 70% of the memory budget.
   bool low_memory = false;
   // Bytes the pipeline may use (weights resident + the largest stage's working set; see residency.h); it
-  // decides from it which components stay resident and refuses jobs that cannot fit. 0 = MemAvailable at load
-  // minus max(512 MiB, 10%) (default_memory_budget); no limit when MemAvailable is unknown.
+  // decides from it which components stay resident and refuses jobs that cannot fit. 0 = memory_available() at load
+  // (MemAvailable, or the memory cgroup's free room when smaller) minus a margin (default_memory_budget);
+  // no limit when neither is known.
   uint64_t memory_budget = 0;
   int prompt_cache_entries = 8;  // prompt embeddings kept (PromptCache); 0 = encode every time
+  // The size of the first job, when known at load (generate): a job that cannot fit the budget is refused
+  // (OverBudget) before any weight is bound, and the load binds in that job's plan's order. 0 = the default
+  // size (1024x1024), and no refusal at load (a server refuses per request).
+  int first_width = 0, first_height = 0;
 };
 
 // Byte progress while loading: component ("t5", "transformer", ...), bytes done and total over all components.
@@ -78,6 +83,8 @@ using ProgressSink = std::function<void(const ProgressEvent&)>;
 
 struct StageTimings {
   double encode_text_s = 0, denoise_s = 0, decode_s = 0, total_s = 0;
+  // Parts of encode_text_s: each encoder's forward pass incl. re-binding it when dropped (0 on a cache hit).
+  double clip_s = 0, t5_s = 0;
 };
 
 struct GenerateResult {

@@ -200,7 +200,7 @@ uint64_t parse_byte_size(const std::string& flag, const std::string& value) {
 }
 
 uint64_t default_memory_budget(uint64_t mem_available) {
-  const uint64_t margin = std::max<uint64_t>(512 * kMiB, mem_available / 10);
+  const uint64_t margin = std::max(std::min(512 * kMiB, mem_available / 4), mem_available / 10);
   return mem_available > margin ? mem_available - margin : 0;
 }
 

@@ -101,8 +101,10 @@ std::string over_budget_message(const StagePlan& p, int width, int height);
 // "8G", "8GiB", "8GB", "500M", "500MiB", "64K", "1T", "123" (bytes): binary multiples (G = GiB). Fractions
 // allowed ("1.5G"). Throws Error naming the flag and the value.
 uint64_t parse_byte_size(const std::string& flag, const std::string& value);
-// What the budget defaults to: MemAvailable minus a safety margin of max(512 MiB, 10%) for the rest of the
-// system (page tables, other processes' growth, our own allocator's slack). 0 when MemAvailable is unknown.
+// What the budget defaults to: what is available (MemAvailable, or a memory cgroup's free room) minus a safety
+// margin for the rest of the system (page tables, other processes' growth, our own allocator's slack):
+// 10%, at least 512 MiB, but at most a quarter of a small amount (a 300 MiB cgroup keeps 225 MiB). 0 when
+// nothing is known.
 uint64_t default_memory_budget(uint64_t mem_available);
 std::string mib(uint64_t bytes);  // "1234 MiB"
 

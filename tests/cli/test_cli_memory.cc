@@ -50,6 +50,31 @@ TEST(CliMemory, SizeOverTheBudgetIsRefused) {
   EXPECT_NE(line.find("decode stage needs"), std::string::npos) << line;
   EXPECT_NE(line.find("the budget is 300 MiB (314572800 bytes)"), std::string::npos) << line;
   EXPECT_FALSE(std::filesystem::exists(out));
+  // Refused from the estimates, before any weight was bound (not after loading the whole model).
+  EXPECT_EQ(r.err.find("loaded FLUX"), std::string::npos) << r.err;
+}
+
+// Inside a memory cgroup the default budget is the cgroup's free room (not the machine's MemAvailable): a
+// 1024x1024 image of the tiny model (decode ~1.4 GB) in a 600 MiB group is refused before loading, naming a
+// budget below 600 MiB, and a 64x64 one runs. Needs root and a writable cgroup fs (scripts/in_memory_cgroup.sh).
+TEST(CliMemory, DefaultBudgetFollowsTheMemoryCgroup) {
+  const std::string script = FLUX_SOURCE_DIR "/scripts/in_memory_cgroup.sh";
+  const test::RunResult probe = test::run_process({"/bin/bash", script, "600M", "true"});
+  if (probe.status != 0) GTEST_SKIP() << "cannot make a memory cgroup here: " << probe.err;
+  const std::string dir = test::temp_dir("cli-memory");
+  test::RunResult r = test::run_process({"/bin/bash", script, "600M", FLUX_CLI_PATH, "generate", "--model", model(), "-p",
+                                         "a cat", "-W", "1024", "-H", "1024", "-o", dir + "/cg-big.png"});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("budget"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("(cgroup /sys/fs/cgroup/"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("does not fit the memory budget"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("oom_kill 0"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/cg-big.png"));
+  r = test::run_process({"/bin/bash", script, "600M", FLUX_CLI_PATH, "generate", "--model", model(), "-p", "a cat", "-W",
+                         "64", "-H", "64", "--threads", "2", "-o", dir + "/cg-small.png"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("(cgroup /sys/fs/cgroup/"), std::string::npos) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/cg-small.png"));
 }
 
 TEST(CliMemory, LowMemoryDrawsTheSameImage) {
@@ -63,8 +88,8 @@ TEST(CliMemory, LowMemoryDrawsTheSameImage) {
   const test::RunResult ra = run_cli(a), rb = run_cli(b);
   ASSERT_EQ(ra.status, 0) << ra.err;
   ASSERT_EQ(rb.status, 0) << rb.err;
-  // Decided once at load (for the default size); the job's plan is the same, so it is not logged again.
-  EXPECT_NE(rb.err.find("memory: plan drop_transformer for the default size"), std::string::npos) << rb.err;
+  // Decided once at load (for the first job's size); the job's plan is the same, so it is not logged again.
+  EXPECT_NE(rb.err.find("memory: plan drop_transformer for the first job"), std::string::npos) << rb.err;
   EXPECT_EQ(rb.err.find("memory: plan drop_transformer for a job"), std::string::npos) << rb.err;
   EXPECT_NE(rb.err.find("memory: dropped t5"), std::string::npos) << rb.err;
   EXPECT_NE(rb.err.find("memory: re-bound transformer"), std::string::npos) << rb.err;

@@ -171,7 +171,8 @@ TEST(Residency, ParsesByteSizes) {
 TEST(Residency, DefaultBudgetKeepsAMargin) {
   EXPECT_EQ(default_memory_budget(uint64_t{10} << 30), uint64_t{9} << 30);   // 10%
   EXPECT_EQ(default_memory_budget(uint64_t{2} << 30), (uint64_t{3} << 29));  // 512 MiB
-  EXPECT_EQ(default_memory_budget(uint64_t{512} << 20), 0u);                 // nothing left
+  EXPECT_EQ(default_memory_budget(uint64_t{512} << 20), uint64_t{384} << 20);  // a quarter of a small amount
+  EXPECT_EQ(default_memory_budget(uint64_t{300} << 20), uint64_t{225} << 20);
   EXPECT_EQ(default_memory_budget(0), 0u);
 }
 

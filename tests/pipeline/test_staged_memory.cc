@@ -122,6 +122,50 @@ TEST(StagedMemory, DropsGiveTheSameImagesAndReleaseTheMappings) {
   }
 }
 
+// Under drop_transformer the transformer and the text encoders are never bound together, not even while
+// loading: the transformer is bound (checked, measured) and dropped before the encoders are.
+TEST(StagedMemory, LoadNeverHoldsTheTransformerWithTheTextEncoders) {
+  const std::vector<std::string> t5_files = files_of("t5"), flux_files = files_of("transformer");
+  LoadOptions o;
+  o.low_memory = true;
+  o.first_width = o.first_height = 256;
+  std::vector<std::string> order;
+  int encoder_reports = 0, flux_mapped = 0;
+  auto p = Pipeline::load(paths(), o, [&](const std::string& component, uint64_t, uint64_t) {
+    if (order.empty() || order.back() != component) order.push_back(component);
+    if (component != "t5" && component != "clip") return;
+    ++encoder_reports;
+    if (mapped(flux_files)) ++flux_mapped;
+  });
+  EXPECT_EQ(order, (std::vector<std::string>{"transformer", "t5", "clip", "vae", "done"}));
+  EXPECT_GE(encoder_reports, 4);
+  EXPECT_EQ(flux_mapped, 0) << "the transformer's files were still mapped while the text encoders were bound";
+  EXPECT_FALSE(mapped(flux_files));
+  EXPECT_TRUE(mapped(t5_files));
+  EXPECT_EQ(resident(*p), (std::set<std::string>{"clip", "t5", "vae"}));
+  const Image image = p->run(jobs()[0], {}, {}).image;
+  EXPECT_EQ(image.width, 256);
+}
+
+// A first job that cannot fit is refused from the estimates before any weight is bound (generate knows its
+// size at load): no progress report at all, the OverBudget message names the size.
+TEST(StagedMemory, FirstJobOverTheBudgetIsRefusedBeforeBinding) {
+  LoadOptions o;
+  o.memory_budget = uint64_t{64} << 20;
+  o.first_width = o.first_height = 1024;
+  int reports = 0;
+  try {
+    Pipeline::load(paths(), o, [&](const std::string&, uint64_t, uint64_t) { ++reports; });
+    ADD_FAILURE() << "load accepted a first job over the budget";
+  } catch (const OverBudget& e) {
+    EXPECT_NE(std::string(e.what()).find("1024x1024"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(reports, 0);
+  o.first_width = 0;  // no first job given: the load succeeds, jobs are refused one by one
+  o.first_height = 0;
+  EXPECT_NO_THROW(Pipeline::load(paths(), o));
+}
+
 TEST(StagedMemory, LowMemoryDropsEverythingEvenWithRoom) {
   auto p = load_with(uint64_t{1} << 40, /*low_memory=*/true);
   const GenerateRequest r = jobs()[0];
