@@ -1,8 +1,10 @@
 // bench_matmul: the FLUX linear layers (M = 1280 tokens) through kernels::Linear (f32 and bf16 weights,
 // prepacked and per-call), our own matmul_f32, and a plain oneDNN matmul written here as the baseline, all in
 // the same run; then one FLUX-sized attention. Each figure: warm-up, then the best of a few repetitions.
-// Usage: bench_matmul [reps [attention|quant]]   (default 2 repetitions; "attention" runs only the attention
-// line; "quant" only the quantized-weight rows: q8_0 and q4_K Linears next to the bf16 one at M = 1280 and 4608)
+// Usage: bench_matmul [reps [attention|quant [two-pass]]]   (default 2 repetitions; "attention" runs only the
+// attention line; "quant" only the stored-form rows: bf16, f16, f8_e4m3, q8_0 and q4_K Linears, prepacked and
+// per call, against bf16 prepacked, on the FLUX shapes at M = 1280 and 4608 and the T5-XXL shapes at M = 256
+// and 512; "two-pass" adds per-call rows packed the old way, widen then oneDNN's reorder)
 #include "kernels/matmul.h"
 
 #include <algorithm>
@@ -81,38 +83,67 @@ void row(const char* name, double flop, double seconds, double baseline_seconds)
               baseline_seconds / seconds);
 }
 
-// Quantized weights (q8_0, q4_K, quantized as sd.cpp does) against the bf16 weight of the same values, both
-// modes, at the FLUX token counts of 512^2 (1280) and 1024^2 (4608) images.
-void bench_quantized(int reps) {
-  std::printf("\nquantized weights: Linear per weight form, GFLOP/s and ratio to the bf16 weight in the same mode\n");
-  struct KN {
-    int64_t k, n;
+// f8_e4m3 bytes spread over every finite value (there is no f32 -> f8 conversion to make them from floats).
+Tensor random_f8(int64_t n, int64_t k) {
+  Tensor w = Tensor::empty(DType::f8_e4m3, {n, k});
+  auto* p = static_cast<uint8_t*>(w.raw_mut());
+  std::mt19937 rng(7);
+  for (int64_t i = 0; i < n * k; ++i) {
+    const auto b = static_cast<uint8_t>(rng());
+    p[i] = (b & 0x7f) == 0x7f ? uint8_t{0x3c} : b;  // 0x7f / 0xff are NaN
+  }
+  return w;
+}
+
+// Each stored form of one weight (bf16, f16, f8_e4m3, and q8_0, q4_K quantized as sd.cpp does), prepacked and
+// per call, against the bf16 weight prepacked: the criterion for per_call weights (issue: >= 0.95x of it at
+// FLUX sizes). With `two_pass`, per_call rows are repeated with the two-pass packing (widen, oneDNN reorder).
+void bench_stored_forms(int reps, int64_t m, int64_t k, int64_t n, const char* what, bool two_pass) {
+  const double flop = 2.0 * double(m) * double(k) * double(n);
+  std::printf("\n%s: %lld x %lld x %lld (M x K x N), %.1f GFLOP\n", what, static_cast<long long>(m),
+              static_cast<long long>(k), static_cast<long long>(n), flop * 1e-9);
+  const std::vector<float> x = random_vector(size_t(m * k), 1);
+  const Tensor w32 = Tensor::from_f32({n, k}, random_vector(size_t(n * k), 2));
+  const Tensor bias = Tensor::from_f32({n}, random_vector(size_t(n), 3));
+  const auto ones = unit_importance(k);
+  const std::pair<const char*, Tensor> weights[] = {{"bf16", w32.to(DType::bf16)},
+                                                    {"f16", w32.to(DType::f16)},
+                                                    {"f8_e4m3", random_f8(n, k)},
+                                                    {"q8_0", quantize(w32, DType::q8_0, ones.data())},
+                                                    {"q4_K", quantize(w32, DType::q4_K, ones.data())}};
+  std::vector<float> y(size_t(m * n));
+  double base = 0;  // bf16 prepacked
+  auto run = [&](const char* name, kernels::WeightMode mode, bool direct, const Tensor& w) {
+    kernels::detail::set_linear_direct_pack(direct);
+    kernels::Linear lin(w, bias, mode);
+    kernels::detail::set_linear_direct_pack(true);
+    const double t = best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); });
+    if (base == 0) base = t;
+    const char* mode_name = mode == kernels::WeightMode::prepacked ? "prepacked"
+                            : direct                               ? "per_call"
+                                                                   : "per_call 2-pass";
+    std::printf("  Linear %-7s %-15s %9.1f ms %8.1f GFLOP/s   x%.3f of bf16 prepacked\n", name, mode_name, t * 1e3,
+                flop / t * 1e-9, base / t);
   };
+  for (const auto& [name, w] : weights) run(name, kernels::WeightMode::prepacked, true, w);
+  for (const auto& [name, w] : weights) run(name, kernels::WeightMode::per_call, true, w);
+  if (two_pass) {
+    for (const auto& [name, w] : weights) run(name, kernels::WeightMode::per_call, false, w);
+  }
+}
+
+// The FLUX linear layers at the token counts of 512^2 (1280) and 1024^2 (4608) images, then the T5-XXL
+// encoder's (d_model 4096, d_ff 10240, gated GELU) at 256 and 512 tokens.
+void bench_quantized(int reps, bool two_pass) {
+  std::printf("\nstored weight forms: Linear per form and mode, GFLOP/s and ratio to the bf16 weight prepacked\n");
   for (int64_t m : {int64_t{1280}, int64_t{4608}}) {
-    const std::vector<float> x = random_vector(size_t(m) * 3072, 1);
-    for (KN s : {KN{3072, 3072}, KN{3072, 12288}}) {
-      const double flop = 2.0 * double(m) * double(s.k) * double(s.n);
-      std::printf("\n%lld x %lld x %lld (M x K x N), %.1f GFLOP\n", static_cast<long long>(m),
-                  static_cast<long long>(s.k), static_cast<long long>(s.n), flop * 1e-9);
-      const Tensor w32 = Tensor::from_f32({s.n, s.k}, random_vector(size_t(s.n * s.k), 2));
-      const Tensor bias = Tensor::from_f32({s.n}, random_vector(size_t(s.n), 3));
-      const auto ones = unit_importance(s.k);
-      const std::pair<const char*, Tensor> weights[] = {{"bf16", w32.to(DType::bf16)},
-                                                        {"q8_0", quantize(w32, DType::q8_0, ones.data())},
-                                                        {"q4_K", quantize(w32, DType::q4_K, ones.data())}};
-      std::vector<float> y(size_t(m * s.n));
-      for (auto mode : {kernels::WeightMode::prepacked, kernels::WeightMode::per_call}) {
-        const char* mode_name = mode == kernels::WeightMode::prepacked ? "prepacked" : "per_call";
-        double base = 0;
-        for (const auto& [name, w] : weights) {
-          kernels::Linear lin(w, bias, mode);
-          const double t = best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); });
-          if (base == 0) base = t;
-          std::printf("  Linear %-4s %-9s %9.1f ms %8.1f GFLOP/s   x%.2f of bf16 %s\n", name, mode_name, t * 1e3,
-                      flop / t * 1e-9, base / t, mode_name);
-        }
-      }
-    }
+    bench_stored_forms(reps, m, 3072, 3072, "FLUX", two_pass);
+    bench_stored_forms(reps, m, 3072, 12288, "FLUX", two_pass);
+  }
+  for (int64_t m : {int64_t{256}, int64_t{512}}) {
+    bench_stored_forms(reps, m, 4096, 4096, "T5 q,k,v,o", two_pass);
+    bench_stored_forms(reps, m, 4096, 10240, "T5 wi_0, wi_1", two_pass);
+    bench_stored_forms(reps, m, 10240, 4096, "T5 wo", two_pass);
   }
 }
 
@@ -124,7 +155,7 @@ int main(int argc, char** argv) {
   if (argc > 2 && std::string(argv[2]) == "quant") {
     std::printf("bench_matmul quant: %d threads, isa %s; products in %s; best of %d after a warm-up\n",
                 hardware_threads(), isa_name(isa_level()), dtype_name(kernels::linear_compute_dtype()), reps);
-    bench_quantized(reps);
+    bench_quantized(reps, argc > 3 && std::string(argv[3]) == "two-pass");
     return 0;
   }
   const int64_t m = 1280;

@@ -81,6 +81,9 @@ void force_bf16_products(int mode);
 // Tests: the per_call panel size in bytes of packed weight (<= 0 restores the default, 8 MB). Read at each
 // Linear construction.
 void set_linear_panel_bytes(int64_t bytes);
+// Tests and bench: whether Linears made from now on pack their weight directly (the default) or always in two
+// passes, widen then oneDNN's reorder (linear_pack.h).
+void set_linear_direct_pack(bool on);
 
 // conv2d's two paths (p already validated): oneDNN's convolution (the default) and im2col + gemm_threaded
 // (under FLUX_CPU=scalar, and checked by the tests on every ISA).

@@ -1,8 +1,9 @@
 // kernels::Linear on oneDNN's matmul: y[M, N] = x[M, K] W^T + b, W stored [N, K] (read by oneDNN as a
-// [K, N] matrix with format "ba"). The weight is reordered into the layout oneDNN prefers (format any) once
-// at construction (WeightMode::prepacked), or per call (WeightMode::per_call) one panel of output features
-// at a time into a reused per-thread scratch of about 8 MB, each panel's product then copied into its columns
-// of y: memory for the weight stays its storage form plus one panel.
+// [K, N] matrix). The weight is packed into the blocked layout oneDNN prefers (format any) once at
+// construction (WeightMode::prepacked), or per call (WeightMode::per_call) one panel of output features at a
+// time into a reused per-thread scratch of about 8 MB, each panel's product then copied into its columns of
+// y: memory for the weight stays its storage form plus one panel. Packing (linear_pack.h) widens and
+// transposes in one pass where it knows oneDNN's layout, else widens then reorders with oneDNN.
 // Compute type: f32 for f32 weights; for bf16/f16/f8 and ggml block-quantized weights (dequantized with
 // tensor/quant.h) see linear_compute_dtype() (bf16 x bf16 -> f32 where AVX512_BF16 is fast, else f32 with the
 // weight widened). Primitives are cached per (M, panel width) (the token count varies).
@@ -13,6 +14,8 @@
 #include <dnnl.hpp>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "base/aligned_buffer.h"
@@ -21,9 +24,9 @@
 #include "base/log.h"
 #include "base/thread_pool.h"
 #include "kernels/internal.h"
+#include "kernels/linear_pack.h"
 #include "kernels/matmul.h"
 #include "tensor/convert.h"
-#include "tensor/quant.h"
 
 namespace flux::kernels {
 namespace {
@@ -31,47 +34,9 @@ namespace {
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
+dnnl::engine& cpu_engine() { return detail::dnnl_cpu_engine(); }
 
-// M used to pick the packed weight layout; the per-M primitives then take that layout as given.
-constexpr int64_t kLayoutM = 1024;
 constexpr size_t kMaxCachedM = 16;
-
-// Rows [r0, r1) of w [n, k] (any float or quantized dtype) -> dst as f32 or bf16 [r1 - r0, k], threaded
-// over rows. Quantized rows are dequantized (ggml's formulas; bf16 rounds the f32 result).
-void widen_rows(const Tensor& w, int64_t r0, int64_t r1, DType to, void* dst) {
-  const int64_t k = w.dim(1);
-  const DType from = w.dtype();
-  const size_t src_row = dtype_nbytes(from, k);
-  const size_t dst_row = static_cast<size_t>(k) * dtype_size(to);
-  const auto* src = static_cast<const uint8_t*>(w.raw()) + static_cast<size_t>(r0) * src_row;
-  auto* out = static_cast<uint8_t*>(dst);
-  parallel_for(
-      r1 - r0,
-      [&](int64_t a, int64_t b) {
-        std::vector<float> row(to == DType::f32 || is_quantized(from) ? 0 : static_cast<size_t>(k));
-        for (int64_t r = a; r < b; ++r) {
-          const void* s = src + r * src_row;
-          void* d = out + r * dst_row;
-          if (is_quantized(from)) {
-            if (to == DType::f32) {
-              dequantize_row(from, s, static_cast<float*>(d), k);
-            } else {
-              dequantize_row_bf16(from, s, static_cast<uint16_t*>(d), k);
-            }
-          } else if (to == DType::f32) {
-            convert_to_f32(from, s, static_cast<float*>(d), static_cast<size_t>(k));
-          } else {
-            convert_to_f32(from, s, row.data(), static_cast<size_t>(k));
-            convert_from_f32(row.data(), to, d, static_cast<size_t>(k));
-          }
-        }
-      },
-      16);
-}
 
 // Whether this CPU's bf16 dot products beat f32 FMA by enough to pay for rounding the activations.
 // FLUX_MATMUL_BF16 is read at each call (each Linear made); the probe runs once.
@@ -103,7 +68,8 @@ struct Linear::Impl {
   // widens and packs one panel at a time into scratch, so no full-size copy of the weight ever exists.
   int64_t panel = 0;
   dnnl::memory::desc panel_md, tail_md;  // packed layouts of a full panel and of the last, narrower one
-  AlignedBuffer packed;                  // prepacked mode: the whole weight in panel_md's layout
+  std::optional<detail::PackLayout> panel_pack, tail_pack;  // the two as pack_direct writes them, if it can
+  AlignedBuffer packed;                                     // prepacked mode: the whole weight in panel_md's layout
 
   mutable std::mutex mutex;
   mutable std::map<std::pair<int64_t, int64_t>, std::shared_ptr<const Primitive>> by_m;  // (M, panel width)
@@ -111,13 +77,8 @@ struct Linear::Impl {
   dt compute_dt() const { return compute == DType::bf16 ? dt::bf16 : dt::f32; }
   const dnnl::memory::desc& weights_md(int64_t width) const { return width == panel ? panel_md : tail_md; }
 
-  // The layout oneDNN prefers for a [K, width] weight (format any), picked at M = kLayoutM.
   dnnl::memory::desc layout_for(int64_t width) const {
-    const dnnl::memory::desc src({kLayoutM, k}, compute_dt(), tag::ab);
-    const dnnl::memory::desc wany({k, width}, compute_dt(), tag::any);
-    const dnnl::memory::desc dst({kLayoutM, width}, dt::f32, tag::ab);
-    const dnnl::memory::desc b = bias.empty() ? dnnl::memory::desc() : dnnl::memory::desc({1, width}, dt::f32, tag::ab);
-    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wany, b, dst), cpu_engine()).weights_desc();
+    return detail::linear_weight_layout(k, width, compute, !bias.empty());
   }
 
   // A product of M rows with `width` output features into a dense [M, width] destination (oneDNN 2.7 runs
@@ -140,38 +101,40 @@ struct Linear::Impl {
     return slot;
   }
 
-  // Reorders plain weight rows [width, K] (in `plain_type`) into `out` (weights_md(width)'s layout).
-  void reorder_into(const void* plain, dt plain_type, int64_t width, void* out) const {
-    dnnl::memory src({{k, width}, plain_type, tag::ba}, cpu_engine(), const_cast<void*>(plain));
-    dnnl::memory dst(weights_md(width), cpu_engine(), out);
-    default_pool().adopt_caller();  // oneDNN runs on the pool's OpenMP threads
-    dnnl::stream stream(cpu_engine());
-    dnnl::reorder(src, dst).execute(stream, src, dst);
-    stream.wait();
-  }
-
-  // Packs output features [n0, n0 + width) of the storage-form weight into `out`, using `plain` as scratch
-  // when a widening is needed (oneDNN's reorder converts bf16 -> f32 itself; f16, f8 and the ggml block
-  // types are widened or dequantized here first).
+  // Packs output features [n0, n0 + width) of the storage-form weight into `out` (weights_md(width)'s
+  // layout), directly where the layout is one pack_direct knows, else through `plain` and oneDNN's reorder.
   void pack(const Tensor& w, int64_t n0, int64_t width, AlignedBuffer& plain, void* out) const {
-    if (w.dtype() == compute || (w.dtype() == DType::bf16 && compute == DType::f32)) {
-      const auto* rows = static_cast<const uint8_t*>(w.raw()) + dtype_nbytes(w.dtype(), n0 * k);
-      reorder_into(rows, w.dtype() == DType::bf16 ? dt::bf16 : dt::f32, width, out);
-      return;
+    const auto* rows = static_cast<const uint8_t*>(w.raw()) + dtype_nbytes(w.dtype(), n0 * k);
+    const auto& direct = width == panel ? panel_pack : tail_pack;
+    if (direct) {
+      detail::pack_direct(*direct, w.dtype(), rows, out);
+    } else {
+      detail::pack_two_pass(weights_md(width), w.dtype(), rows, plain, out);
     }
-    plain.resize(static_cast<size_t>(width * k) * dtype_size(compute));
-    widen_rows(w, n0, n0 + width, compute, plain.data());
-    reorder_into(plain.data(), compute_dt(), width, out);
   }
 };
 
 namespace {
 std::atomic<int> g_force_bf16{-1};
 std::atomic<int64_t> g_panel_bytes{8 << 20};  // per_call scratch per panel: stays in L3-sized memory
+std::atomic<bool> g_direct_pack{true};
+
+// The direct packer's view of md, logging once (debug) when it does not know the layout.
+std::optional<detail::PackLayout> direct_layout(const dnnl::memory::desc& md) {
+  if (!g_direct_pack.load()) return std::nullopt;
+  std::string why;
+  auto layout = detail::recognise_pack_layout(md, &why);
+  static std::once_flag logged;
+  if (!layout) {
+    std::call_once(logged, [&] { log_debug("matmul: weights pack in two passes (widen, reorder): ", why); });
+  }
+  return layout;
+}
 }  // namespace
 
 void detail::force_bf16_products(int mode) { g_force_bf16 = mode; }
 void detail::set_linear_panel_bytes(int64_t bytes) { g_panel_bytes = bytes > 0 ? bytes : int64_t{8 << 20}; }
+void detail::set_linear_direct_pack(bool on) { g_direct_pack = on; }
 
 DType linear_compute_dtype() {
   if (!cpu_features().avx512_bf16) return DType::f32;
@@ -215,7 +178,11 @@ Linear::Linear(Tensor weight, Tensor bias, WeightMode mode) : impl_(std::make_un
   const int64_t fit = std::max<int64_t>(64, g_panel_bytes.load() / row_bytes / 64 * 64);
   im.panel = mode == WeightMode::prepacked ? im.n : std::min(im.n, fit);
   im.panel_md = im.layout_for(im.panel);
-  if (im.n % im.panel != 0) im.tail_md = im.layout_for(im.n % im.panel);
+  im.panel_pack = direct_layout(im.panel_md);
+  if (im.n % im.panel != 0) {
+    im.tail_md = im.layout_for(im.n % im.panel);
+    im.tail_pack = direct_layout(im.tail_md);
+  }
   if (mode == WeightMode::prepacked) {
     im.packed.resize(im.panel_md.get_size());
     AlignedBuffer plain;

@@ -1,0 +1,115 @@
+// AVX-512 pack_tile and pack_tile_bf16 (linear_pack.h): 16 x 16 transposes of 32-bit units (bf16 pairs or
+// floats) in registers. Reached only when cpu_features().avx512() (and avx512_bf16 for pack_tile_bf16), with
+// ku and nb multiples of 16.
+// g++ 12 flags the intrinsics' own `_mm512_undefined_epi32()` pass-through as uninitialized once inlined here.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+
+#include "kernels/linear_pack.h"
+#include "tensor/convert.h"
+
+namespace flux::kernels::detail::avx512 {
+namespace {
+
+// Rows 4i..4i+3 of a 16 x 16 transpose (q: four rows of 16 units) -> u[4i + j], whose 128-bit lane L holds
+// column 4L + j of those rows. Done a quad at a time so no more than about 24 registers are live.
+inline void transpose_quad(const __m512i* q, __m512i* u) {
+  const __m512i t0 = _mm512_unpacklo_epi32(q[0], q[1]), t1 = _mm512_unpackhi_epi32(q[0], q[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(q[2], q[3]), t3 = _mm512_unpackhi_epi32(q[2], q[3]);
+  u[0] = _mm512_unpacklo_epi64(t0, t2);
+  u[1] = _mm512_unpackhi_epi64(t0, t2);
+  u[2] = _mm512_unpacklo_epi64(t1, t3);
+  u[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+// Finishes the transpose: dst[c][r] = unit c of row r (dst row stride ldd units), a 4 x 4 transpose of the
+// 128-bit lanes of u[j], u[4 + j], u[8 + j], u[12 + j] for each j.
+inline void transpose_store(const __m512i* u, uint32_t* dst, int64_t ldd) {
+  for (int j = 0; j < 4; ++j) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x44), v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xEE);
+    _mm512_storeu_si512(dst + (j + 0) * ldd, _mm512_shuffle_i32x4(v0, v2, 0x88));
+    _mm512_storeu_si512(dst + (j + 4) * ldd, _mm512_shuffle_i32x4(v0, v2, 0xDD));
+    _mm512_storeu_si512(dst + (j + 8) * ldd, _mm512_shuffle_i32x4(v1, v3, 0x88));
+    _mm512_storeu_si512(dst + (j + 12) * ldd, _mm512_shuffle_i32x4(v1, v3, 0xDD));
+  }
+}
+
+// The loop every entry point shares: load(p) gives the 16 units of a row starting at element pointer p.
+// `tile` points at elements of type T, rows ld elements apart, with `per_unit` elements per unit.
+template <class T, int per_unit, class Load>
+inline void pack_rows(const T* tile, int64_t ld, int64_t rows, int64_t n_blocks, int64_t ku, int64_t nb,
+                      int64_t k_stride, uint32_t* out, Load load) {
+  __m512i q[4], u[16];
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    for (int64_t j = 0; j < ku; j += 16) {
+      for (int64_t row = 0; row < rows; row += 16) {
+        const T* src = tile + row * ld + per_unit * (b * ku + j);
+        for (int i = 0; i < 16; i += 4) {
+          for (int r = 0; r < 4; ++r) q[r] = load(src + (i + r) * ld);
+          transpose_quad(q, u + i);
+        }
+        transpose_store(u, out + b * k_stride + j * nb + row, nb);
+      }
+    }
+  }
+}
+
+// 32 floats -> 16 bf16 pairs (vcvtne2ps2bf16 puts its second operand in the low half).
+inline __m512i round_pairs(__m512 lo, __m512 hi) {
+  const __m512bh pairs = _mm512_cvtne2ps_pbh(hi, lo);
+  return reinterpret_cast<const __m512i&>(pairs);
+}
+
+// f8_e4m3 -> bf16 for the 128 codes without the sign bit, made from the scalar twins (the conversion is exact).
+struct F8Table {
+  __m512i t[4];  // codes 0-31, 32-63, 64-95, 96-127
+  F8Table() {
+    alignas(64) uint16_t v[128];
+    for (int c = 0; c < 128; ++c) v[c] = f32_to_bf16(f8e4m3_to_f32(static_cast<uint8_t>(c)));
+    for (int i = 0; i < 4; ++i) t[i] = _mm512_load_si512(v + 32 * i);
+  }
+};
+
+}  // namespace
+
+void pack_tile(const uint32_t* tile, int64_t ld, int64_t rows, int64_t n_blocks, int64_t ku, int64_t nb,
+               int64_t k_stride, uint32_t* out) {
+  pack_rows<uint32_t, 1>(tile, ld, rows, n_blocks, ku, nb, k_stride, out,
+                         [](const uint32_t* p) { return _mm512_loadu_si512(p); });
+}
+
+void pack_tile_bf16(const float* tile, int64_t ld, int64_t rows, int64_t n_blocks, int64_t ku, int64_t nb,
+                    int64_t k_stride, uint32_t* out) {
+  pack_rows<float, 2>(tile, ld, rows, n_blocks, ku, nb, k_stride, out,
+                      [](const float* p) { return round_pairs(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16)); });
+}
+
+void pack_tile_f16(const uint16_t* rows_f16, int64_t ld, int64_t rows, int64_t n_blocks, int64_t ku, int64_t nb,
+                   int64_t k_stride, uint32_t* out) {
+  pack_rows<uint16_t, 2>(rows_f16, ld, rows, n_blocks, ku, nb, k_stride, out, [](const uint16_t* p) {
+    const __m512i h = _mm512_loadu_si512(p);
+    return round_pairs(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)));
+  });
+}
+
+void pack_tile_f8(const uint8_t* rows_f8, int64_t ld, int64_t rows, int64_t n_blocks, int64_t ku, int64_t nb,
+                  int64_t k_stride, uint32_t* out) {
+  static const F8Table table;
+  const __m512i low7 = _mm512_set1_epi16(0x7f), sign = _mm512_set1_epi16(static_cast<short>(0x8000));
+  pack_rows<uint8_t, 2>(rows_f8, ld, rows, n_blocks, ku, nb, k_stride, out, [&](const uint8_t* p) {
+    const __m512i code = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    const __m512i c7 = _mm512_and_si512(code, low7);
+    // Codes 0-63 from t[0..1], 64-127 from t[2..3] (vpermi2w indexes 64 words by the low 6 bits).
+    const __m512i lo = _mm512_permutex2var_epi16(table.t[0], c7, table.t[1]);
+    const __m512i hi = _mm512_permutex2var_epi16(table.t[2], c7, table.t[3]);
+    __m512i v = _mm512_mask_mov_epi16(lo, _mm512_test_epi16_mask(c7, _mm512_set1_epi16(0x40)), hi);
+    // The sign bit, except on NaN (0x7f, 0xff), which f8e4m3_to_f32 returns positive.
+    const __mmask32 negative =
+        _mm512_mask_test_epi16_mask(_mm512_cmpneq_epi16_mask(c7, low7), code, _mm512_set1_epi16(0x80));
+    return _mm512_mask_mov_epi16(v, negative, _mm512_or_si512(v, sign));
+  });
+}
+
+}  // namespace flux::kernels::detail::avx512
