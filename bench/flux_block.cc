@@ -1,7 +1,9 @@
 // One full-size DoubleStreamBlock and one SingleStreamBlock (hidden 3072, 24 heads, MLP 12288; 256 text + 1024
 // image tokens = a 512x512 image) with random bf16 weights: seconds per block, GFLOP/s, and the extrapolated
 // seconds per denoising step of the 19 + 38 block model, next to a bf16 matmul baseline measured in the same run
-// (kernels::Linear at M=1280, K=3072, N=12288).
+// (kernels::Linear at M=1280, K=3072, N=12288). Each block runs twice: attention in f32 and (where the block's
+// products are bf16, FluxWeights::products_in_bf16) in bf16, with the attention's share of the block and the
+// relative error of the block's output with bf16 attention against f32 attention.
 //
 // The weights of the two blocks (~1 GB in bf16) are written to a temporary safetensors file and bound by name,
 // exactly as from a checkpoint (FLUX_BENCH_KEEP=1 keeps the file for the next run).
@@ -123,8 +125,9 @@ int main(int argc, char** argv) {
   WeightStore store = WeightStore::open(path);
   transformer::FluxWeights w(store, false);
   t0 = now_s();
-  const auto dbl = transformer::DoubleStreamBlock::bind(w, "double_blocks.0.", p);
-  const auto sgl = transformer::SingleStreamBlock::bind(w, "single_blocks.0.", p);
+  auto dbl = transformer::DoubleStreamBlock::bind(w, "double_blocks.0.", p);
+  auto sgl = transformer::SingleStreamBlock::bind(w, "single_blocks.0.", p);
+  const bool attn_bf16 = dbl.attention_bf16;  // what the model would run
   store.finish("bench blocks");
   std::printf("bound both blocks in %.1f s\n", now_s() - t0);
 
@@ -144,14 +147,33 @@ int main(int argc, char** argv) {
   const double attn_flop = 4.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(h);
   const double dbl_flop = 2.0 * n * (3 * h * h + h * h + 2 * h * mlp) + 2.0 * 2 * 6 * h * h + attn_flop;
   const double sgl_flop = 2.0 * n * (h * (3 * h + mlp) + (h + mlp) * h) + 2.0 * 3 * h * h + attn_flop;
-  const double t_dbl = time_best(repeats, [&] {
+  // Block seconds with attention in f32 and in bf16; each block's output kept for the accuracy figure.
+  const auto run_dbl = [&] {
     std::copy_n(x0.data<float>(), x0.numel(), x.mut<float>());
     dbl.forward(x.mut<float>(), silu_vec, pe, ws);
-  });
-  const double t_sgl = time_best(repeats, [&] {
+  };
+  const auto run_sgl = [&] {
     std::copy_n(x0.data<float>(), x0.numel(), x.mut<float>());
     sgl.forward(x.mut<float>(), silu_vec, pe, ws);
-  });
+  };
+  struct Run {
+    double t_dbl = 0, t_sgl = 0;
+    Tensor out_dbl, out_sgl;
+  };
+  const auto run_both = [&](bool bf16) {
+    dbl.attention_bf16 = sgl.attention_bf16 = bf16;
+    Run r;
+    r.t_dbl = time_best(repeats, run_dbl);
+    r.out_dbl = x.clone();
+    r.t_sgl = time_best(repeats, run_sgl);
+    r.out_sgl = x.clone();
+    return r;
+  };
+  const Run f32_run = run_both(false);
+  const Run bf16_run = attn_bf16 ? run_both(true) : Run{};
+  const Run& model_run = attn_bf16 ? bf16_run : f32_run;
+  const double t_dbl = model_run.t_dbl, t_sgl = model_run.t_sgl;
+  dbl.attention_bf16 = sgl.attention_bf16 = attn_bf16;
 
   // Breakdown: the block's matmuls alone, and the attention kernel alone; the rest is norms, RoPE, copies.
   const auto lin = [&](const nn::Linear& l, int64_t rows, const Tensor& in, Tensor& out) {
@@ -182,11 +204,18 @@ int main(int argc, char** argv) {
   ap.len_q = ap.len_k = n;
   ap.head_dim = h / p.num_heads;
   ap.scale = 1.0f / std::sqrt(static_cast<float>(ap.head_dim));
-  const double t_attn = time_best(repeats, [&] {
-    kernels::attention(ap, ws.q.data<float>(), ws.k.data<float>(), ws.v.data<float>(), ws.attn.mut<float>());
-  });
+  const auto time_attention = [&](bool bf16) {
+    ap.bf16 = bf16;
+    return time_best(repeats, [&] {
+      kernels::attention(ap, ws.q.data<float>(), ws.k.data<float>(), ws.v.data<float>(), ws.attn.mut<float>());
+    });
+  };
+  const double t_attn_f32 = time_attention(false);
+  const double t_attn_bf16 = attn_bf16 ? time_attention(true) : t_attn_f32;
+  const double t_attn = attn_bf16 ? t_attn_bf16 : t_attn_f32;
   bool finite = true;
-  for (int64_t i = 0; i < x.numel(); ++i) finite = finite && std::isfinite(x.data<float>()[i]);
+  for (const Tensor* t : {&model_run.out_dbl, &model_run.out_sgl})
+    for (int64_t i = 0; i < t->numel(); ++i) finite = finite && std::isfinite(t->data<float>()[i]);
 
   std::printf("tokens    %lld text + %lld image = %lld\n", static_cast<long long>(n_txt), static_cast<long long>(n_img),
               static_cast<long long>(n));
@@ -203,6 +232,43 @@ int main(int argc, char** argv) {
   const double step_flop = 19 * dbl_flop + 38 * sgl_flop;
   std::printf("per step (19 double + 38 single): %.1f s extrapolated, %.2f TFLOP; at the baseline's rate: %.1f s\n",
               step, step_flop * 1e-12, step_flop / (mm_gflops * 1e9));
+
+  std::printf("attention %s (24 heads x %lld x 128): f32 %.4f s (%.1f GFLOP/s)", attn_bf16 ? "bf16" : "f32",
+              static_cast<long long>(n), t_attn_f32, attn_flop / t_attn_f32 * 1e-9);
+  if (attn_bf16) {
+    std::printf(", bf16 %.4f s (%.1f GFLOP/s, x%.2f)", t_attn_bf16, attn_flop / t_attn_bf16 * 1e-9,
+                t_attn_f32 / t_attn_bf16);
+  }
+  std::printf("\n  share of the block: double %.0f%% (f32 attention) -> %.0f%%, single %.0f%% -> %.0f%%\n",
+              100.0 * t_attn_f32 / f32_run.t_dbl, 100.0 * t_attn / t_dbl, 100.0 * t_attn_f32 / f32_run.t_sgl,
+              100.0 * t_attn / t_sgl);
+  if (attn_bf16) {
+    const double step_f32 = 19 * f32_run.t_dbl + 38 * f32_run.t_sgl;
+    std::printf(
+        "  blocks with f32 attention: double %.3f s, single %.3f s, step %.1f s; with bf16: %.3f s, %.3f s, "
+        "step %.1f s (x%.2f)\n",
+        f32_run.t_dbl, f32_run.t_sgl, step_f32, t_dbl, t_sgl, step, step_f32 / step);
+    // Accuracy: block output (x0 + the block's update) with bf16 attention vs f32 attention, relative to the
+    // output and to the update alone (the residual stream x0 dominates the output).
+    const auto rel = [&](const Tensor& got, const Tensor& want, const char* name) {
+      double d2 = 0, o2 = 0, u2 = 0, dmax = 0, omax = 0, umax = 0;
+      for (int64_t i = 0; i < want.numel(); ++i) {
+        const double g = got.data<float>()[i], r = want.data<float>()[i], u = r - x0.data<float>()[i];
+        d2 += (g - r) * (g - r);
+        o2 += r * r;
+        u2 += u * u;
+        dmax = std::max(dmax, std::fabs(g - r));
+        omax = std::max(omax, std::fabs(r));
+        umax = std::max(umax, std::fabs(u));
+      }
+      std::printf(
+          "  %s block output, bf16 vs f32 attention: rms rel %.2e (max rel %.2e) of the output, rms rel %.2e "
+          "(max rel %.2e) of the block's update\n",
+          name, std::sqrt(d2 / o2), dmax / omax, std::sqrt(d2 / u2), dmax / umax);
+    };
+    rel(bf16_run.out_dbl, f32_run.out_dbl, "double");
+    rel(bf16_run.out_sgl, f32_run.out_sgl, "single");
+  }
   std::printf("output finite: %s\n", finite ? "yes" : "NO");
   if (!keep) std::filesystem::remove_all(dir);
   return finite ? 0 : 1;

@@ -1,7 +1,8 @@
 // Scaled dot-product attention, flash style: each task takes one head and a block of query rows, walks the
 // keys in blocks with an online softmax (running max m and sum l per row; earlier output rescaled by
 // exp(m_old - m_new)), so the scores live in a [BQ, BK] tile only. Both products (Q K^T and P V) run on the
-// packed GEMM micro-kernel (kernels/internal.h); K and V are packed once per head.
+// packed GEMM micro-kernel (kernels/internal.h); K and V are packed once per head. The bf16 path
+// (AttentionParams::bf16) is attention_bf16.cc / attention_avx512.cc.
 // Also RoPE on adjacent pairs (FLUX's apply_rope, flux/math.py).
 #include "kernels/attention.h"
 
@@ -13,7 +14,9 @@
 #include "base/aligned_buffer.h"
 #include "base/error.h"
 #include "base/thread_pool.h"
+#include "kernels/attention_bf16.h"
 #include "kernels/internal.h"
+#include "tensor/convert.h"
 
 namespace flux::kernels {
 namespace {
@@ -30,6 +33,7 @@ void check(const AttentionParams& p) {
 
 void attention(const AttentionParams& p, const float* q, const float* k, const float* v, float* out) {
   check(p);
+  if (detail::attention_bf16_applies(p)) return detail::attention_bf16(p, q, k, v, out);
   const detail::IsaKernels& isa = detail::isa_kernels();
   const int64_t H = p.n_heads, Lq = p.len_q, Lk = p.len_k, D = p.head_dim;
   const int64_t bq_max = isa.mr * 8;
@@ -146,6 +150,45 @@ void attention(const AttentionParams& p, const float* q, const float* k, const f
         out[i * H * D + h * D + d] = static_cast<float>(acc / sum);
       }
     }
+}
+
+void attention_bf16(const AttentionParams& p, const float* q, const float* k, const float* v, float* out) {
+  check(p);
+  FLUX_CHECK(!p.causal && p.bias == nullptr, "reference::attention_bf16: no mask or bias");
+  const int64_t H = p.n_heads, Lq = p.len_q, Lk = p.len_k, D = p.head_dim, block = detail::kBf16Keys;
+  const auto bf16 = [](float x) { return static_cast<double>(bf16_to_f32(f32_to_bf16(x))); };
+  std::vector<double> s(static_cast<size_t>(Lk)), vr(static_cast<size_t>(Lk * D)), qr(static_cast<size_t>(D));
+  std::vector<double> acc(static_cast<size_t>(D));
+  for (int64_t h = 0; h < H; ++h) {
+    const float* kh = k + h * Lk * D;
+    for (int64_t j = 0; j < Lk * D; ++j) vr[j] = bf16(v[h * Lk * D + j]);
+    for (int64_t i = 0; i < Lq; ++i) {
+      for (int64_t d = 0; d < D; ++d) qr[d] = bf16(q[(h * Lq + i) * D + d]);
+      for (int64_t j = 0; j < Lk; ++j) {
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d) dot += qr[d] * bf16(kh[j * D + d]);
+        s[j] = dot * p.scale;
+      }
+      // Online softmax over key blocks: P is rounded against the running max, as the kernel rounds it.
+      double m = -INFINITY, l = 0;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t j0 = 0; j0 < Lk; j0 += block) {
+        const int64_t j1 = std::min(Lk, j0 + block);
+        const double m_new = std::max(m, *std::max_element(s.begin() + j0, s.begin() + j1));
+        const double alpha = std::exp(m - m_new);
+        l *= alpha;
+        for (double& a : acc) a *= alpha;
+        for (int64_t j = j0; j < j1; ++j) {
+          const double e = std::exp(s[j] - m_new);
+          l += e;
+          const double pj = bf16(static_cast<float>(e));
+          for (int64_t d = 0; d < D; ++d) acc[d] += pj * vr[j * D + d];
+        }
+        m = m_new;
+      }
+      for (int64_t d = 0; d < D; ++d) out[i * H * D + h * D + d] = static_cast<float>(acc[d] / l);
+    }
+  }
 }
 
 void rope(float* x, int64_t n_heads, int64_t len, int64_t head_dim, const float* cos, const float* sin) {

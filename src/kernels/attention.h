@@ -1,6 +1,8 @@
-// Scaled dot-product attention and rotary embeddings, F32.
+// Scaled dot-product attention and rotary embeddings, F32 in and out.
 // The attention never materialises the full [len_q, len_k] score matrix for all heads at once: it works on
 // blocks of query rows with an online softmax (flash-attention style), so memory is O(block * len_k).
+// Two precisions of the products: f32 (exact path, every ISA, masks and bias) and, asked with
+// AttentionParams::bf16, Q K^T and P V on bf16 dot products (AVX512_BF16) with the softmax in f32.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +17,11 @@ struct AttentionParams {
   float scale = 0.0f;           // multiplies q.k; usually 1/sqrt(head_dim); T5 uses 1
   bool causal = false;          // query i sees keys 0..i (CLIP)
   const float* bias = nullptr;  // optional additive bias [n_heads, len_q, len_k] (T5 relative positions)
+  // Q, K, V and the probabilities P rounded to bf16 for the two products (f32 accumulation, softmax in f32):
+  // about 2x the f32 speed, relative error ~1e-3. Taken only where the CPU (as capped) has AVX512_BF16, with
+  // no mask and no bias, scale > 0, head_dim a multiple of 64, and FLUX_ATTENTION_BF16 is not 0; otherwise
+  // (silently) the f32 path. What FLUX's transformer asks for when its products run in bf16.
+  bool bf16 = false;
 };
 
 // q: [n_heads, len_q, head_dim], k, v: [n_heads, len_k, head_dim]; out: [len_q, n_heads * head_dim]
@@ -30,6 +37,10 @@ void rope(float* x, int64_t n_heads, int64_t len, int64_t head_dim, const float*
 
 namespace reference {
 void attention(const AttentionParams& p, const float* q, const float* k, const float* v, float* out);
+// The bf16 path's plain twin (p.bf16 ignored; no mask, no bias), in double: scores s = scale bf16(q) . bf16(k);
+// an online softmax over the kernel's blocks of keys (512) with P = bf16(exp(s - running max)), so P rounds
+// as in the kernel; out = sum P bf16(v) / sum exp (the sum of the unrounded exps).
+void attention_bf16(const AttentionParams& p, const float* q, const float* k, const float* v, float* out);
 void rope(float* x, int64_t n_heads, int64_t len, int64_t head_dim, const float* cos, const float* sin);
 }  // namespace reference
 

@@ -56,6 +56,8 @@ class Linear {
 // to bf16, f32 accumulation) when the CPU has AVX512_BF16 and its bf16 dot product measures faster than f32
 // FMA (probed once, well under a millisecond); otherwise f32, the weight widened. FLUX_MATMUL_BF16=1 or 0
 // forces the choice (still f32 without AVX512_BF16). Read at each Linear construction.
+// A model whose products run in bf16 this way also runs attention's two products in bf16 (FLUX's transformer:
+// AttentionParams::bf16, kernels/attention.h); FLUX_ATTENTION_BF16=0 keeps attention in f32 (read per call).
 DType linear_compute_dtype();
 
 // Plain twin: y[m, n] = sum_k x[m, k] * w[n, k] + bias[n], all f32; bias may be null.

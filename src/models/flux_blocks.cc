@@ -67,17 +67,34 @@ void split_heads(const float* qkv, int64_t n, int64_t stride, int64_t offset, co
   });
 }
 
-// softmax(q k^T / sqrt(D)) v over the whole sequence -> ws.attn [n_rows, H*D].
-void attention(int64_t heads, int64_t head_dim, Workspace& ws) {
+// softmax(q k^T / sqrt(D)) v over the whole sequence -> ws.attn [n_rows, H*D]; products in bf16 if asked.
+void attention(int64_t heads, int64_t head_dim, bool bf16, Workspace& ws) {
   kernels::AttentionParams p;
   p.n_heads = heads;
   p.len_q = p.len_k = ws.n_rows;
   p.head_dim = head_dim;
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  p.bf16 = bf16;
   kernels::attention(p, ws.q.data<float>(), ws.k.data<float>(), ws.v.data<float>(), ws.attn.mut<float>());
 }
 
 }  // namespace
+
+bool FluxWeights::products_in_bf16() {
+  if (!products_in_bf16_) {
+    bool narrow = false;  // BFL "double_blocks.N." / "single_blocks.N.", diffusers "..transformer_blocks.N."
+    for (const std::string& name : store_.names()) {
+      if (name.find("blocks.") == std::string::npos) continue;
+      const Tensor t = store_.get(name);
+      if (t.ndim() == 2 && t.dtype() != DType::f32) {
+        narrow = true;
+        break;
+      }
+    }
+    products_in_bf16_ = narrow && kernels::linear_compute_dtype() == DType::bf16;
+  }
+  return *products_in_bf16_;
+}
 
 // ---- positions and timesteps (BFL flux/math.py rope, flux/modules/layers.py EmbedND, timestep_embedding) ----
 
@@ -179,6 +196,7 @@ DoubleStreamBlock DoubleStreamBlock::bind(FluxWeights& w, const std::string& pre
   b.hidden = p.hidden_size;
   b.num_heads = p.num_heads;
   b.mlp_hidden = static_cast<int64_t>(static_cast<float>(p.hidden_size) * p.mlp_ratio);
+  b.attention_bf16 = w.products_in_bf16();
   b.img_mod = Modulation::bind(w, prefix + "img_mod.", b.hidden, true);
   b.img_attn = SelfAttention::bind(w, prefix + "img_attn.", p);
   b.img_mlp = MLP::bind(w, prefix + "img_mlp.", b.hidden, b.mlp_hidden);
@@ -207,7 +225,7 @@ void DoubleStreamBlock::forward(float* x, const Tensor& silu_vec, const Position
   img_attn.qkv.op.forward(x_mod + n_txt * hidden, n_img, qkv + n_txt * 3 * hidden);
   split_heads(qkv, n_txt, 3 * hidden, 0, txt_attn.norm, num_heads, head_dim, pe, ws);
   split_heads(qkv + n_txt * 3 * hidden, n_img, 3 * hidden, n_txt, img_attn.norm, num_heads, head_dim, pe, ws);
-  attention(num_heads, head_dim, ws);  // [n_rows, hidden]
+  attention(num_heads, head_dim, attention_bf16, ws);  // [n_rows, hidden]
   txt_attn.proj.op.forward(attn, n_txt, out);
   img_attn.proj.op.forward(attn + n_txt * hidden, n_img, out + n_txt * hidden);
   add_gated(txt, out, txt_mod1.gate, n_txt, hidden);
@@ -231,6 +249,7 @@ SingleStreamBlock SingleStreamBlock::bind(FluxWeights& w, const std::string& pre
   b.hidden = p.hidden_size;
   b.num_heads = p.num_heads;
   b.mlp_hidden = static_cast<int64_t>(static_cast<float>(p.hidden_size) * p.mlp_ratio);
+  b.attention_bf16 = w.products_in_bf16();
   b.linear1 = w.linear(prefix + "linear1.", b.hidden, 3 * b.hidden + b.mlp_hidden);
   b.linear2 = w.linear(prefix + "linear2.", b.hidden + b.mlp_hidden, b.hidden);
   b.norm = QKNorm::bind(w, prefix + "norm.", b.hidden / b.num_heads);
@@ -250,7 +269,7 @@ void SingleStreamBlock::forward(float* x, const Tensor& silu_vec, const Position
   norm_modulate(x, x_mod, n, hidden, mod);  // pre_norm
   linear1.op.forward(x_mod, n, lin1);
   split_heads(lin1, n, width, 0, norm, num_heads, head_dim, pe, ws);
-  attention(num_heads, head_dim, ws);
+  attention(num_heads, head_dim, attention_bf16, ws);
   const float* attn = ws.attn.data<float>();
   for_rows(n, [&](int64_t b, int64_t e) {  // cat(attn, gelu_tanh(mlp))
     for (int64_t l = b; l < e; ++l) {

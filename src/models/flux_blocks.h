@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "io/weight_store.h"
@@ -40,11 +41,16 @@ class FluxWeights {
   nn::Linear linear(const std::string& prefix, int64_t in, int64_t out, bool bias = true);
   nn::RMSNorm rms_norm(const std::string& name, int64_t dim, float eps);
   WeightStore& store() { return store_; }
+  // Whether the blocks' products run in bf16: some block weight ("...blocks.N...", 2-D) is stored in 16 bits
+  // or fewer and kernels::linear_compute_dtype() is bf16 (f32 weights keep f32 products, kernels/matmul.h).
+  // The blocks then run attention in bf16 too. Decided once per FluxWeights.
+  bool products_in_bf16();
 
  private:
   WeightStore& store_;
   bool diffusers_ = false;
   kernels::WeightMode mode_ = kernels::WeightMode::prepacked;
+  std::optional<bool> products_in_bf16_;
 };
 
 // Rotary tables of the joint sequence: cos, sin F32 [n_rows, head_dim / 2].
@@ -117,6 +123,7 @@ struct MLP {
 
 struct DoubleStreamBlock {
   int64_t hidden = 0, num_heads = 0, mlp_hidden = 0;
+  bool attention_bf16 = false;  // Q K^T and P V on bf16 products (kernels/attention.h): FluxWeights::products_in_bf16
   Modulation img_mod, txt_mod;
   SelfAttention img_attn, txt_attn;
   MLP img_mlp, txt_mlp;
@@ -129,6 +136,7 @@ struct DoubleStreamBlock {
 
 struct SingleStreamBlock {
   int64_t hidden = 0, num_heads = 0, mlp_hidden = 0;
+  bool attention_bf16 = false;  // as in DoubleStreamBlock
   Modulation modulation;
   nn::Linear linear1;  // [3 hidden + mlp, hidden]: q | k | v | mlp
   nn::Linear linear2;  // [hidden, hidden + mlp]: input cat(attn, gelu_tanh(mlp))
