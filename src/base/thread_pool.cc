@@ -8,8 +8,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <fstream>
 #include <memory>
 #include <thread>
+
+#include "base/error.h"
 
 namespace flux {
 namespace {
@@ -35,10 +39,75 @@ bool lower_current_thread_priority() {
   param.sched_priority = 0;
   if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) ok = false;  // 0 = calling thread on Linux
   const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
-  if (setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 10) != 0) ok = false;
+  if (setpriority(PRIO_PROCESS, static_cast<id_t>(tid), kComputeNice) != 0) ok = false;
   t_lowered = true;
   return ok;
 }
+
+bool raise_current_thread_to_realtime() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_RTPRIO, &limit) == 0 && limit.rlim_cur < 1 && limit.rlim_max >= 1) {
+    limit.rlim_cur = 1;
+    setrlimit(RLIMIT_RTPRIO, &limit);  // unprivileged: up to the hard limit
+  }
+  sched_param param{};
+  param.sched_priority = 1;
+  return sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &param) == 0;
+}
+
+bool lower_own_autogroup(int nice) {
+  if (getsid(0) != getpid()) return false;
+  {
+    std::ofstream out("/proc/self/autogroup");
+    if (!(out << nice << std::flush)) return false;
+  }
+  // "/autogroup-N nice K"
+  std::ifstream in("/proc/self/autogroup");
+  std::string group, word;
+  int now = 0;
+  return static_cast<bool>(in >> group >> word >> now) && now == nice;
+}
+
+std::string current_thread_scheduling() {
+  const int policy = sched_getscheduler(0) & ~SCHED_RESET_ON_FORK;
+  const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
+  const int nice = getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
+  const std::string nice_text = " nice " + std::to_string(nice);
+  switch (policy) {
+    case SCHED_OTHER:
+      return "other" + nice_text;
+    case SCHED_BATCH:
+      return "batch" + nice_text;
+    case SCHED_IDLE:
+      return "idle" + nice_text;
+    case SCHED_FIFO:
+      return "fifo";
+    case SCHED_RR:
+      return "rr";
+    default:
+      return "policy " + std::to_string(policy);
+  }
+}
+
+PriorityInheritanceMutex::PriorityInheritanceMutex() {
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_INHERIT);
+  const int rc = pthread_mutex_init(&mutex_, &attr);
+  pthread_mutexattr_destroy(&attr);
+  FLUX_CHECK(rc == 0, "PriorityInheritanceMutex: pthread_mutex_init failed: ", std::strerror(rc));
+}
+
+PriorityInheritanceMutex::~PriorityInheritanceMutex() { pthread_mutex_destroy(&mutex_); }
+
+void PriorityInheritanceMutex::lock() {
+  const int rc = pthread_mutex_lock(&mutex_);
+  FLUX_CHECK(rc == 0, "PriorityInheritanceMutex: pthread_mutex_lock failed: ", std::strerror(rc));
+}
+
+bool PriorityInheritanceMutex::try_lock() { return pthread_mutex_trylock(&mutex_) == 0; }
+
+void PriorityInheritanceMutex::unlock() { pthread_mutex_unlock(&mutex_); }
 
 int hardware_threads() {
   cpu_set_t set;

@@ -6,8 +6,8 @@
 // - Events of a job are delivered to each subscriber through the subscriber's own `Post` (e.g. asio::post to
 //   a connection's executor), in order. A late subscriber first receives the job's current state.
 // - Finished jobs (and their results) are kept for `result_ttl_s`, then dropped.
-// Ownership: every piece of shared state lives in `State`, guarded by one mutex, held only for bookkeeping
-// (never during loading or compute, never while calling a subscriber).
+// Ownership: every piece of shared state lives in `State`, guarded by one mutex (priority-inheriting), held only
+// for bookkeeping (never during loading or compute, never while calling a subscriber).
 #pragma once
 
 #include <condition_variable>
@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/thread_pool.h"
 #include "engine/job.h"
 #include "engine/job_queue.h"
 #include "pipeline/pipeline.h"
@@ -147,8 +148,10 @@ class Engine {
 
   PipelineFactory factory_;
   EngineOptions options_;
-  mutable std::mutex mutex_;
-  std::condition_variable wake_;  // worker: a job was queued, the pipeline is ready, or stopping
+  // Taken by the I/O thread (real-time in the server) and by the loader and compute threads: priority
+  // inheritance keeps a preempted low-priority holder from delaying the I/O thread.
+  mutable PriorityInheritanceMutex mutex_;
+  std::condition_variable_any wake_;  // worker: a job was queued, the pipeline is ready, or stopping
   State state_;
   std::thread loader_;
   std::thread worker_;

@@ -16,14 +16,17 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <thread>
 
 #include "base/log.h"
+#include "base/thread_pool.h"
 #include "server/connection.h"
 #include "server/errors.h"
 
@@ -60,7 +63,24 @@ class Server {
     log_info("server: listening on http://", options_.host, ":", port);
 
     engine_ = make_engine_();  // starts loading in the background
-    context_ = std::make_unique<ServerContext>(ServerContext{*engine_, options_, {}, Clock::now(), false});
+    context_ = std::make_unique<ServerContext>(ServerContext{*engine_, options_, {}, Clock::now(), false, {}});
+    // After the engine started its threads (they lower themselves; threads started later by this one are reset
+    // to the normal policy), so only this thread is real-time.
+    if (options_.realtime_io) {
+      if (raise_current_thread_to_realtime()) {
+        log_info(
+            "server: the I/O thread runs at real-time priority (SCHED_FIFO 1): it answers ahead of the compute "
+            "threads and of other processes");
+        if (lower_own_autogroup(kComputeNice))
+          log_info("server: this session's scheduling group at nice ", kComputeNice,
+                   ": the compute threads yield to other processes too");
+      } else {
+        log_warn("server: the I/O thread could not get real-time priority (", std::strerror(errno),
+                 "; it needs CAP_SYS_NICE or RLIMIT_RTPRIO >= 1, e.g. systemd LimitRTPRIO=1): while jobs run, "
+                 "requests may wait for a core behind other processes' time slices (a few ms)");
+      }
+    }
+    context_->io_scheduling = current_thread_scheduling();
     signals_.async_wait([this](const boost::system::error_code& ec, int signal) {
       if (!ec) begin_shutdown(signal);
     });

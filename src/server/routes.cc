@@ -50,6 +50,7 @@ Response health(const ServerContext& c) {
     j["memory"] = {{"budget", memory.budget},         {"plan", memory.plan},
                    {"weights", memory.weights},       {"need", memory.need},
                    {"peak_stage", memory.peak_stage}, {"resident", memory.resident}};
+  j["io_thread"] = c.io_scheduling;
   if (c.shutting_down) j["shutting_down"] = true;
   return json_response(200, j);
 }

@@ -21,6 +21,7 @@ struct ServerOptions {
   size_t max_body = 1 << 20;  // bytes of a request body
   double timeout_s = 30;      // reading a request / writing a response
   double retry_after_s = 5;   // Retry-After for 429 and 503
+  bool realtime_io = true;    // the I/O thread real-time when allowed (http_server.cc)
 };
 
 // Shared by the routes and the connections; used on the I/O thread only (the engine locks itself).
@@ -30,6 +31,7 @@ struct ServerContext {
   Metrics metrics;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   bool shutting_down = false;
+  std::string io_scheduling = "other";  // the I/O thread's policy (/health "io_thread"): "fifo" when real-time
 };
 
 struct RouteResult {

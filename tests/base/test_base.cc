@@ -1,8 +1,17 @@
 #include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <condition_variable>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <numeric>
+#include <sstream>
+#include <thread>
 #include <vector>
 
 #include "base/aligned_buffer.h"
@@ -88,6 +97,188 @@ TEST(ThreadPool, ConcurrentCallersAreSerialised) {
     });
   for (auto& t : callers) t.join();
   EXPECT_EQ(total.load(), 4 * 50 * 97);
+}
+
+// The scheduling of the calling thread, keyed by its id, collected from inside parallel regions.
+class SchedulingLog {
+ public:
+  void record() {
+    std::lock_guard lock(mutex_);
+    seen_[static_cast<pid_t>(syscall(SYS_gettid))] = current_thread_scheduling();
+  }
+  std::map<pid_t, std::string> seen() const {
+    std::lock_guard lock(mutex_);
+    return seen_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<pid_t, std::string> seen_;
+};
+
+// DESIGN.md "Threading": compute runs below the I/O thread. Every thread of a low-priority pool is SCHED_BATCH at
+// nice 10: the caller, the OpenMP threads of parallel_for, and the team of an OpenMP region that oneDNN starts
+// after adopt_caller() (the same threads, or new ones when the team grows).
+TEST(ThreadPool, LowPriorityReachesEveryOpenMpThread) {
+  SchedulingLog in_onednn_region, in_old_team, in_parallel_for;
+  // Threads of their own (lowering is one-way), each with its own OpenMP team, as the engine's loader and compute
+  // worker have. The first starts with a oneDNN-style region; the second had a team at normal priority before
+  // the pool was used (threads inherit their creator's priority, so only such a team needs lowering); the third
+  // starts with parallel_for.
+  std::thread onednn_first([&] {
+    ThreadPool pool({.n_threads = 3, .low_priority = true});
+    pool.adopt_caller();
+#pragma omp parallel num_threads(3)
+    in_onednn_region.record();
+  });
+  onednn_first.join();
+  std::thread team_before_pool([&] {
+    std::atomic<int> members{0};
+#pragma omp parallel num_threads(3)
+    members++;
+    ASSERT_EQ(members.load(), 3);
+    ThreadPool pool({.n_threads = 3, .low_priority = true});
+    pool.adopt_caller();
+#pragma omp parallel num_threads(3)
+    in_old_team.record();
+  });
+  team_before_pool.join();
+  std::thread parallel_for_first([&] {
+    ThreadPool pool({.n_threads = 3, .low_priority = true});
+    pool.parallel_for(
+        64,
+        [&](int64_t, int64_t) {
+          in_parallel_for.record();
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));  // every team member gets chunks
+        },
+        1);
+  });
+  parallel_for_first.join();
+  const auto a = in_onednn_region.seen(), b = in_old_team.seen(), c = in_parallel_for.seen();
+  EXPECT_EQ(a.size(), 3u);
+  EXPECT_EQ(b.size(), 3u);
+  EXPECT_GE(c.size(), 2u);
+  for (const auto* seen : {&a, &b, &c})
+    for (const auto& [tid, scheduling] : *seen) EXPECT_EQ(scheduling, "batch nice 10") << "thread " << tid;
+}
+
+// Real-time when the OS allows it (root, CAP_SYS_NICE, RLIMIT_RTPRIO >= 1), and then a thread it starts has the
+// normal policy (SCHED_RESET_ON_FORK); else refused with EPERM and the policy unchanged.
+TEST(ThreadPool, RealtimeThreadOrAClearRefusal) {
+  std::thread t([] {
+    const std::string before = current_thread_scheduling();
+    errno = 0;
+    const bool realtime = raise_current_thread_to_realtime();
+    const int error = errno;
+    std::string in_child;
+    std::thread child([&] { in_child = current_thread_scheduling(); });
+    child.join();
+    if (realtime) {
+      EXPECT_EQ(current_thread_scheduling(), "fifo");
+      EXPECT_EQ(in_child.rfind("other", 0), 0u) << in_child;
+    } else {
+      EXPECT_EQ(error, EPERM);
+      EXPECT_EQ(current_thread_scheduling(), before);
+      EXPECT_EQ(in_child, before);
+    }
+  });
+  t.join();
+}
+
+TEST(PriorityInheritanceMutex, LocksLikeAMutex) {
+  PriorityInheritanceMutex m;
+  std::condition_variable_any cv;
+  int64_t total = 0;
+  bool go = false;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&] {
+      {
+        std::unique_lock lock(m);
+        cv.wait(lock, [&] { return go; });
+      }
+      for (int r = 0; r < 10000; ++r) {
+        std::lock_guard lock(m);
+        ++total;
+      }
+    });
+  {
+    std::lock_guard lock(m);
+    go = true;
+  }
+  cv.notify_all();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(total, 40000);
+  ASSERT_TRUE(m.try_lock());
+  std::thread other([&] { EXPECT_FALSE(m.try_lock()); });
+  other.join();
+  m.unlock();
+}
+
+// Field 18 (priority) of /proc/self/task/TID/stat: 20 + nice for normal threads, -1 - rt_priority for real-time.
+int kernel_priority(pid_t tid) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  std::istringstream fields(line.substr(line.rfind(')') + 2));  // from field 3
+  std::string v;
+  for (int field = 3; field <= 18 && fields >> v; ++field) {
+  }
+  return std::atoi(v.c_str());
+}
+
+// The point of the mutex: a SCHED_BATCH nice-10 holder runs at the real-time priority of the thread waiting for
+// it (a std::mutex leaves it at 30 and the real-time thread waits for whatever time slice the holder gets).
+TEST(PriorityInheritanceMutex, HolderInheritsTheWaitersRealtimePriority) {
+  PriorityInheritanceMutex m;
+  std::atomic<pid_t> holder_tid{0};
+  std::atomic<bool> waiter_started{false}, waiter_is_realtime{false};
+  int boosted = 0, unboosted = 0;
+  std::thread holder([&] {
+    lower_current_thread_priority();
+    m.lock();
+    const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
+    unboosted = kernel_priority(tid);  // before the waiter exists
+    holder_tid = tid;
+    while (!waiter_started) std::this_thread::yield();
+    boosted = unboosted;
+    for (int i = 0; i < 2000 && boosted == unboosted && waiter_is_realtime; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      boosted = kernel_priority(tid);
+    }
+    m.unlock();
+  });
+  while (holder_tid == 0) std::this_thread::yield();
+  std::thread waiter([&] {
+    waiter_is_realtime = raise_current_thread_to_realtime();
+    waiter_started = true;
+    m.lock();  // blocks until the holder lets go
+    m.unlock();
+  });
+  waiter.join();
+  holder.join();
+  EXPECT_EQ(unboosted, 30);  // nice 10
+  if (!waiter_is_realtime) GTEST_SKIP() << "no real-time priority here (needs CAP_SYS_NICE or RLIMIT_RTPRIO)";
+  EXPECT_LT(boosted, 0) << "the holder was not boosted to the waiter's real-time priority";
+}
+
+// The session's autogroup is lowered only by a process that leads its session (else it would lower its shell).
+TEST(ThreadPool, AutogroupLoweredOnlyBySessionLeader) {
+  if (getsid(0) != getpid()) {
+    EXPECT_FALSE(lower_own_autogroup(kComputeNice));
+  }
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (setsid() < 0) _exit(3);
+    if (!std::ifstream("/proc/self/autogroup")) _exit(2);  // no autogroups in this kernel
+    _exit(lower_own_autogroup(kComputeNice) ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 2) GTEST_SKIP() << "no /proc/self/autogroup";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 TEST(AlignedBuffer, IsAlignedAndGrows) {

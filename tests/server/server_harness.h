@@ -61,6 +61,7 @@ class ServerProcess {
   explicit ServerProcess(const std::vector<std::string>& args);
   ~ServerProcess();  // SIGTERM, then SIGKILL if it has not exited after 30 s
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }  // -1 once reaped
   bool running() const { return pid_ > 0; }  // started and not reaped yet
   // Sends SIGTERM and returns the exit code (128 + signal if killed by a signal, -1 on timeout).
   int terminate(std::chrono::milliseconds timeout = std::chrono::seconds(30));

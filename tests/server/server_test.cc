@@ -1,13 +1,18 @@
 // `fluxcpp serve` end to end: the real binary on port 0 with a tiny random-weight model, spoken to over HTTP.
 // A "long job" has 1000 steps (many seconds); tests cancel it, so nothing waits for it to finish.
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
+#include "base/thread_pool.h"
 #include "server_harness.h"
 #include "test_util.h"
 
@@ -105,6 +110,54 @@ TEST_F(ServerTest, HealthReadyModelsMetricsAndPage) {
   EXPECT_EQ(page.status, 200);
   EXPECT_NE(page.header("content-type").find("text/html"), std::string::npos);
   EXPECT_NE(page.body.find("EventSource"), std::string::npos);
+}
+
+// /proc/PID/task/TID/stat fields 19 (nice) and 41 (policy: 0 other, 1 fifo, 3 batch) of every thread.
+struct ThreadScheduling {
+  pid_t tid = 0;
+  int nice = 0, policy = -1;
+};
+std::vector<ThreadScheduling> thread_scheduling(pid_t pid) {
+  std::vector<ThreadScheduling> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream in(e.path() / "stat");
+    std::string line;
+    std::getline(in, line);
+    const size_t paren = line.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::istringstream fields(line.substr(paren + 2));  // from field 3
+    std::vector<std::string> f(3);
+    for (std::string v; fields >> v;) f.push_back(v);
+    if (f.size() <= 41) continue;
+    out.push_back({std::atoi(e.path().filename().c_str()), std::atoi(f[19].c_str()), std::atoi(f[41].c_str())});
+  }
+  return out;
+}
+
+// DESIGN.md "Threading": compute below the I/O thread. After a job has run, every thread but the I/O thread (the
+// process's main thread) is SCHED_BATCH at nice 10: the loader, the compute worker and the OpenMP team that
+// parallel_for and oneDNN run on. The I/O thread is real-time when the OS allows it (root, CAP_SYS_NICE or
+// RLIMIT_RTPRIO), as /health says, and normal otherwise.
+TEST_F(ServerTest, ComputeThreadsRunBelowTheIoThread) {
+  const HttpResponse r =
+      post("/v1/images/generations", R"({"prompt": "priorities", "size": "64x64", "steps": 2, "seed": 3})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json health = parse(get("/health").body);
+  const std::string io = health.value("io_thread", "");
+  ASSERT_TRUE(io == "fifo" || io.rfind("other", 0) == 0) << health.dump();
+  const auto threads = thread_scheduling(server_->pid());
+  ASSERT_GE(threads.size(), 2u);  // the I/O thread and the compute worker at least
+  for (const auto& t : threads) {
+    if (t.tid == server_->pid()) {
+      EXPECT_EQ(t.policy, io == "fifo" ? 1 : 0) << "the I/O thread";
+      continue;
+    }
+    EXPECT_EQ(t.policy, 3) << "thread " << t.tid << " is not SCHED_BATCH";
+    EXPECT_EQ(t.nice, 10) << "thread " << t.tid;
+  }
+  // Real-time whenever this process can have it too (the same user and limits).
+  std::thread probe([&] { EXPECT_EQ(io == "fifo", raise_current_thread_to_realtime()); });
+  probe.join();
 }
 
 TEST_F(ServerTest, BadInputAnsweredWithStatusAndField) {
