@@ -147,14 +147,21 @@ TEST_F(ServerTest, ComputeThreadsRunBelowTheIoThread) {
   ASSERT_TRUE(io == "fifo" || io.rfind("other", 0) == 0) << health.dump();
   const auto threads = thread_scheduling(server_->pid());
   ASSERT_GE(threads.size(), 2u);  // the I/O thread and the compute worker at least
+  std::vector<pid_t> not_lowered;
   for (const auto& t : threads) {
     if (t.tid == server_->pid()) {
       EXPECT_EQ(t.policy, io == "fifo" ? 1 : 0) << "the I/O thread";
-      continue;
+    } else if (t.policy != 3 || t.nice != 10) {
+      not_lowered.push_back(t.tid);
     }
-    EXPECT_EQ(t.policy, 3) << "thread " << t.tid << " is not SCHED_BATCH";
-    EXPECT_EQ(t.nice, 10) << "thread " << t.tid;
   }
+#if defined(__SANITIZE_THREAD__)
+  const size_t runtime_threads = 1;  // ThreadSanitizer's own background thread (not ours, normal priority)
+#else
+  const size_t runtime_threads = 0;
+#endif
+  EXPECT_LE(not_lowered.size(), runtime_threads)
+      << "threads not at SCHED_BATCH nice 10: " << testing::PrintToString(not_lowered);
   // Real-time whenever this process can have it too (the same user and limits).
   std::thread probe([&] { EXPECT_EQ(io == "fifo", raise_current_thread_to_realtime()); });
   probe.join();
