@@ -75,6 +75,26 @@ inline void transpose16(__m512i r[16]) {
   }
 }
 
+// c[R][4] (R rows x 64 columns) += a[R][2 n_pairs] (bf16 rows, lda_pairs bf16 pairs apart) x b, one packed
+// [n_pairs][64][2] tile: the inner loop of both products (Q·Kᵀ on a K tile, P·V on a V chunk).
+__attribute__((always_inline)) inline void dot_tile(__m512 (&c)[R][4], const uint16_t* a, int64_t lda_pairs,
+                                                    const uint16_t* b_tile, int64_t n_pairs) {
+  const u32_alias* pairs = reinterpret_cast<const u32_alias*>(a);
+  for (int64_t t = 0; t < n_pairs; ++t) {
+    const uint16_t* b = b_tile + t * 2 * T;
+    const __m512bh b0 = as_bh(_mm512_load_si512(b)), b1 = as_bh(_mm512_load_si512(b + 32));
+    const __m512bh b2 = as_bh(_mm512_load_si512(b + 64)), b3 = as_bh(_mm512_load_si512(b + 96));
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const __m512bh x = as_bh(_mm512_set1_epi32(static_cast<int>(pairs[r * lda_pairs + t])));
+      c[r][0] = _mm512_dpbf16_ps(c[r][0], x, b0);
+      c[r][1] = _mm512_dpbf16_ps(c[r][1], x, b1);
+      c[r][2] = _mm512_dpbf16_ps(c[r][2], x, b2);
+      c[r][3] = _mm512_dpbf16_ps(c[r][3], x, b3);
+    }
+  }
+}
+
 // s[R][64] (row stride ld_s) = q[R][D] (bf16 rows, stride D) x one packed K tile ([D / 2][64][2]).
 inline void qk_tile(const uint16_t* q, int64_t d, const uint16_t* k_tile, float* s, int64_t ld_s) {
   __m512 c[R][4];
@@ -82,21 +102,7 @@ inline void qk_tile(const uint16_t* q, int64_t d, const uint16_t* k_tile, float*
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < 4; ++v) c[r][v] = _mm512_setzero_ps();
-  const int64_t n_pairs = d / 2;
-  const u32_alias* qa = reinterpret_cast<const u32_alias*>(q);
-  for (int64_t p = 0; p < n_pairs; ++p) {
-    const uint16_t* b = k_tile + p * 2 * T;
-    const __m512bh b0 = as_bh(_mm512_load_si512(b)), b1 = as_bh(_mm512_load_si512(b + 32));
-    const __m512bh b2 = as_bh(_mm512_load_si512(b + 64)), b3 = as_bh(_mm512_load_si512(b + 96));
-#pragma GCC unroll 6
-    for (int r = 0; r < R; ++r) {
-      const __m512bh a = as_bh(_mm512_set1_epi32(static_cast<int>(qa[r * n_pairs + p])));
-      c[r][0] = _mm512_dpbf16_ps(c[r][0], a, b0);
-      c[r][1] = _mm512_dpbf16_ps(c[r][1], a, b1);
-      c[r][2] = _mm512_dpbf16_ps(c[r][2], a, b2);
-      c[r][3] = _mm512_dpbf16_ps(c[r][3], a, b3);
-    }
-  }
+  dot_tile(c, q, d / 2, k_tile, d / 2);
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
@@ -114,21 +120,7 @@ inline void pv_tile(const uint16_t* p, int64_t ld_p, const uint16_t* v_chunk, in
 #pragma GCC unroll 4
     for (int v = 0; v < 4; ++v) c[r][v] = _mm512_mul_ps(_mm512_loadu_ps(o + r * ld_o + v * 16), a);
   }
-  const u32_alias* pa = reinterpret_cast<const u32_alias*>(p);
-  const int64_t ld_pairs = ld_p / 2;
-  for (int64_t t = 0; t < n_pairs; ++t) {
-    const uint16_t* b = v_chunk + t * 2 * T;
-    const __m512bh b0 = as_bh(_mm512_load_si512(b)), b1 = as_bh(_mm512_load_si512(b + 32));
-    const __m512bh b2 = as_bh(_mm512_load_si512(b + 64)), b3 = as_bh(_mm512_load_si512(b + 96));
-#pragma GCC unroll 6
-    for (int r = 0; r < R; ++r) {
-      const __m512bh a = as_bh(_mm512_set1_epi32(static_cast<int>(pa[r * ld_pairs + t])));
-      c[r][0] = _mm512_dpbf16_ps(c[r][0], a, b0);
-      c[r][1] = _mm512_dpbf16_ps(c[r][1], a, b1);
-      c[r][2] = _mm512_dpbf16_ps(c[r][2], a, b2);
-      c[r][3] = _mm512_dpbf16_ps(c[r][3], a, b3);
-    }
-  }
+  dot_tile(c, p, ld_p / 2, v_chunk, n_pairs);
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
