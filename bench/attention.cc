@@ -21,33 +21,17 @@
 #include <vector>
 
 #include "base/cpu.h"
+#include "bench_util.h"
 #include "base/thread_pool.h"
 #include "tensor/convert.h"
 
 namespace {
 
 using namespace flux;
+using bench::best_seconds;
+using bench::random_vector;
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
-
-double best_seconds(int reps, const std::function<void()>& fn) {
-  fn();  // warm-up: first touch, primitive creation
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
-std::vector<float> random_vector(size_t n, uint32_t seed, float amp) {
-  std::vector<float> v(n);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-amp, amp);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
 
 // Register-only loops, 16 independent accumulators (enough for either instruction's latency). Reached only
 // after the cpu_detected() checks in peak_gflops.

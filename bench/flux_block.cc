@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "io/safetensors.h"
 #include "io/weight_store.h"
 #include "kernels/attention.h"
@@ -24,6 +25,7 @@
 #include "tensor/convert.h"
 
 using namespace flux;
+using bench::best_seconds;
 
 namespace {
 
@@ -80,18 +82,6 @@ std::vector<std::pair<std::string, Tensor>> block_tensors(const FluxParams& p) {
   return t;
 }
 
-template <typename Fn>
-double time_best(int repeats, Fn&& fn) {
-  fn();  // warm-up: first-touch of buffers, oneDNN primitive creation
-  double best = 1e30;
-  for (int i = 0; i < repeats; ++i) {
-    const double t0 = now_s();
-    fn();
-    best = std::min(best, now_s() - t0);
-  }
-  return best;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -107,7 +97,7 @@ int main(int argc, char** argv) {
   kernels::Linear base(random_bf16({bn, bk}, 0.02f), Tensor());
   const Tensor bx = random_f32({bm, bk}, 1.0f);
   Tensor by = Tensor::empty(DType::f32, {bm, bn});
-  const double t_mm = time_best(repeats + 1, [&] { base.forward(bx.data<float>(), bm, by.mut<float>()); });
+  const double t_mm = best_seconds(repeats + 1, [&] { base.forward(bx.data<float>(), bm, by.mut<float>()); });
   const double mm_gflops = 2.0 * bm * bk * bn / t_mm * 1e-9;
   std::printf("baseline  kernels::Linear bf16 M=%lld K=%lld N=%lld: %.4f s, %.1f GFLOP/s\n", static_cast<long long>(bm),
               static_cast<long long>(bk), static_cast<long long>(bn), t_mm, mm_gflops);
@@ -163,9 +153,9 @@ int main(int argc, char** argv) {
   const auto run_both = [&](bool bf16) {
     dbl.attention_bf16 = sgl.attention_bf16 = bf16;
     Run r;
-    r.t_dbl = time_best(repeats, run_dbl);
+    r.t_dbl = best_seconds(repeats, run_dbl);
     r.out_dbl = x.clone();
-    r.t_sgl = time_best(repeats, run_sgl);
+    r.t_sgl = best_seconds(repeats, run_sgl);
     r.out_sgl = x.clone();
     return r;
   };
@@ -180,7 +170,7 @@ int main(int argc, char** argv) {
     l.op.forward(in.data<float>(), rows, out.mut<float>());
   };
   Tensor mod_in = random_f32({1, h}, 1.0f);
-  const double t_dbl_mm = time_best(repeats, [&] {
+  const double t_dbl_mm = best_seconds(repeats, [&] {
     for (const auto* s : {&dbl.img_attn, &dbl.txt_attn}) {
       const int64_t rows = s == &dbl.img_attn ? n_img : n_txt;
       lin(s->qkv, rows, ws.x_mod, ws.wide);
@@ -194,7 +184,7 @@ int main(int argc, char** argv) {
     dbl.img_mod.forward(mod_in);
     dbl.txt_mod.forward(mod_in);
   });
-  const double t_sgl_mm = time_best(repeats, [&] {
+  const double t_sgl_mm = best_seconds(repeats, [&] {
     lin(sgl.linear1, n, ws.x_mod, ws.wide);
     lin(sgl.linear2, n, ws.cat, ws.out);
     sgl.modulation.forward(mod_in);
@@ -206,7 +196,7 @@ int main(int argc, char** argv) {
   ap.scale = 1.0f / std::sqrt(static_cast<float>(ap.head_dim));
   const auto time_attention = [&](bool bf16) {
     ap.bf16 = bf16;
-    return time_best(repeats, [&] {
+    return best_seconds(repeats, [&] {
       kernels::attention(ap, ws.q.data<float>(), ws.k.data<float>(), ws.v.data<float>(), ws.attn.mut<float>());
     });
   };

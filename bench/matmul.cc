@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/cpu.h"
+#include "bench_util.h"
 #include "base/thread_pool.h"
 #include "kernels/attention.h"
 #include "kernels/internal.h"
@@ -28,27 +29,10 @@
 namespace {
 
 using namespace flux;
+using bench::best_seconds;
+using bench::random_vector;
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
-
-double best_seconds(int reps, const std::function<void()>& fn) {
-  fn();  // warm-up (also creates cached primitives)
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
-std::vector<float> random_vector(size_t n, uint32_t seed) {
-  std::vector<float> v(n);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
 
 // A plain oneDNN matmul y = x W^T + b, weights reordered once into the preferred layout: the baseline.
 struct OnednnMatmul {
