@@ -81,6 +81,10 @@ CommandRegistrar reg(
        sub.add_flag("--low-memory", o->low_memory, "reorder weights per call and drop each stage's weights after it");
        sub.add_option("--memory-budget", o->memory_budget,
                       "bytes to stay within, e.g. 8G or 500M (default: MemAvailable, or a memory cgroup's free room when smaller, less 10% / 512M)");
+       sub.add_flag("--realtime-io,!--no-realtime-io", o->server.realtime_io,
+                    "run the I/O thread at real-time priority (SCHED_FIFO 1) when allowed (root, CAP_SYS_NICE or "
+                    "RLIMIT_RTPRIO >= 1) and the compute below other processes; default on")
+           ->capture_default_str();
        return [o] { return serve(*o); };
      }});
 

@@ -167,6 +167,23 @@ TEST_F(ServerTest, ComputeThreadsRunBelowTheIoThread) {
   probe.join();
 }
 
+// --no-realtime-io leaves the I/O thread at the normal policy even where real-time is allowed (as root here:
+// the suite's own server, started without the flag, is "fifo" then).
+TEST(ServerScheduling, NoRealtimeIoKeepsTheIoThreadNormal) {
+  std::vector<std::string> args = server_args();
+  args.push_back("--no-realtime-io");
+  ServerProcess server(args);
+  ASSERT_GT(server.port(), 0) << server.log();
+  ASSERT_TRUE(server.wait_status("ready")) << server.log();
+  const json health = parse(http_request(server.port(), "GET", "/health", "", 60s).body);
+  EXPECT_EQ(health.value("io_thread", "").rfind("other", 0), 0u) << health.dump();
+  for (const auto& t : thread_scheduling(server.pid())) {
+    if (t.tid == server.pid()) EXPECT_EQ(t.policy, 0) << "the I/O thread";
+  }
+  EXPECT_EQ(server.log().find("real-time priority"), std::string::npos) << server.log();
+  EXPECT_EQ(server.terminate(), 0);
+}
+
 TEST_F(ServerTest, BadInputAnsweredWithStatusAndField) {
   struct Case {
     std::string method, path, body;
