@@ -97,7 +97,14 @@ dnnl::memory::desc linear_weight_layout(int64_t k, int64_t width, DType compute,
   const dnnl::memory::desc wany({k, width}, type, tag::any);
   const dnnl::memory::desc dst({kLayoutM, width}, dt::f32, tag::ab);
   const dnnl::memory::desc b = with_bias ? dnnl::memory::desc({1, width}, dt::f32, tag::ab) : dnnl::memory::desc();
-  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wany, b, dst), dnnl_cpu_engine()).weights_desc();
+  const dnnl::memory::desc md =
+      dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wany, b, dst), dnnl_cpu_engine()).weights_desc();
+  // Where oneDNN keeps the weight plain, [K, N] row-major (its sgemm: AVX2 machines), it reads the transposed
+  // operand as well: hand it the storage orientation, [N, K] rows (format ba), so packing is a plain widening
+  // of rows, no transpose (oneDNN's reorder to ab, and its reference kernel for bf16 -> f32, cost 2-7x the
+  // product per call).
+  if (md == dnnl::memory::desc({k, width}, type, tag::ab)) return dnnl::memory::desc({k, width}, type, tag::ba);
+  return md;
 }
 
 std::optional<PackLayout> recognise_pack_layout(const dnnl::memory::desc& md, std::string* why) {
@@ -270,6 +277,10 @@ void pack_direct(const PackLayout& l, DType from, const void* rows, void* out) {
 void pack_two_pass(const dnnl::memory::desc& md, DType from, const void* rows, AlignedBuffer& plain, void* out) {
   const int64_t k = md.data.dims[0], n = md.data.dims[1];
   const DType compute = compute_of(md);
+  if (md == dnnl::memory::desc({k, n}, compute == DType::bf16 ? dt::bf16 : dt::f32, tag::ba)) {
+    widen_rows(from, rows, n, k, compute, out);  // the layout is the rows themselves (linear_weight_layout)
+    return;
+  }
   const void* src = rows;
   DType src_type = from;
   // oneDNN's reorder widens bf16 to f32 itself; f16, f8 and the ggml block types are widened here first.
