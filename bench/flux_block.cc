@@ -3,7 +3,11 @@
 // seconds per denoising step of the 19 + 38 block model, next to a bf16 matmul baseline measured in the same run
 // (kernels::Linear at M=1280, K=3072, N=12288). Each block runs twice: attention in f32 and (where the block's
 // products are bf16, FluxWeights::products_in_bf16) in bf16, with the attention's share of the block and the
-// relative error of the block's output with bf16 attention against f32 attention.
+// relative error of the block's output with bf16 attention against f32 attention. "rest" is the time outside
+// the products and attention, measured inside the block's own runs (Workspace::timings); the breakdown lines
+// below it time the products and attention again on their own. Last, the product precisions: both blocks bound
+// again at Precision::f32, bf16 (where the CPU has AVX512_BF16) and int8, attention in f32, each block's time
+// and the relative error of its output (and of its update) against the f32 products.
 //
 // The weights of the two blocks (~1 GB in bf16) are written to a temporary safetensors file and bound by name,
 // exactly as from a checkpoint (FLUX_BENCH_KEEP=1 keeps the file for the next run).
@@ -16,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "base/cpu.h"
 #include "bench_util.h"
 #include "io/safetensors.h"
 #include "io/weight_store.h"
@@ -137,25 +142,43 @@ int main(int argc, char** argv) {
   const double attn_flop = 4.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(h);
   const double dbl_flop = 2.0 * n * (3 * h * h + h * h + 2 * h * mlp) + 2.0 * 2 * 6 * h * h + attn_flop;
   const double sgl_flop = 2.0 * n * (h * (3 * h + mlp) + (h + mlp) * h) + 2.0 * 3 * h * h + attn_flop;
-  // Block seconds with attention in f32 and in bf16; each block's output kept for the accuracy figure.
-  const auto run_dbl = [&] {
-    std::copy_n(x0.data<float>(), x0.numel(), x.mut<float>());
-    dbl.forward(x.mut<float>(), silu_vec, pe, ws);
+  // Block seconds with attention in f32 and in bf16; each block's output kept for the accuracy figure. The
+  // blocks report the seconds of their products and of attention (Workspace::timings), so "rest" (everything
+  // else: norms, modulation, QKNorm + RoPE, GELU, residuals, copies) comes from the same runs: the smallest
+  // forward - products - attention over the repeats.
+  struct BlockTime {
+    double total = 1e30, rest = 1e30;
   };
-  const auto run_sgl = [&] {
-    std::copy_n(x0.data<float>(), x0.numel(), x.mut<float>());
-    sgl.forward(x.mut<float>(), silu_vec, pe, ws);
+  const auto time_block = [&](const auto& block) {
+    BlockTime best;
+    for (int r = 0; r <= repeats; ++r) {  // run 0 warms up
+      std::copy_n(x0.data<float>(), x0.numel(), x.mut<float>());
+      transformer::Workspace::Timings t;
+      ws.timings = &t;
+      const double t0 = now_s();
+      block.forward(x.mut<float>(), silu_vec, pe, ws);
+      const double total = now_s() - t0;
+      ws.timings = nullptr;
+      if (r == 0) continue;
+      best.total = std::min(best.total, total);
+      best.rest = std::min(best.rest, total - t.products - t.attention);
+    }
+    return best;
   };
   struct Run {
-    double t_dbl = 0, t_sgl = 0;
+    double t_dbl = 0, t_sgl = 0, rest_dbl = 0, rest_sgl = 0;
     Tensor out_dbl, out_sgl;
   };
   const auto run_both = [&](bool bf16) {
     dbl.attention_bf16 = sgl.attention_bf16 = bf16;
     Run r;
-    r.t_dbl = best_seconds(repeats, run_dbl);
+    const BlockTime d = time_block(dbl);
+    r.t_dbl = d.total;
+    r.rest_dbl = d.rest;
     r.out_dbl = x.clone();
-    r.t_sgl = best_seconds(repeats, run_sgl);
+    const BlockTime s = time_block(sgl);
+    r.t_sgl = s.total;
+    r.rest_sgl = s.rest;
     r.out_sgl = x.clone();
     return r;
   };
@@ -218,6 +241,8 @@ int main(int argc, char** argv) {
               t_dbl - t_dbl_mm - t_attn);
   std::printf("  breakdown single: matmuls %.3f s (%.1f GFLOP/s), attention %.3f s, rest %.3f s\n", t_sgl_mm,
               (sgl_flop - attn_flop) / t_sgl_mm * 1e-9, t_attn, t_sgl - t_sgl_mm - t_attn);
+  std::printf("  rest (in the block's own run, outside products and attention): double %.3f s, single %.3f s\n",
+              model_run.rest_dbl, model_run.rest_sgl);
   const double step = 19 * t_dbl + 38 * t_sgl;
   const double step_flop = 19 * dbl_flop + 38 * sgl_flop;
   std::printf("per step (19 double + 38 single): %.1f s extrapolated, %.2f TFLOP; at the baseline's rate: %.1f s\n",
@@ -258,6 +283,47 @@ int main(int argc, char** argv) {
     };
     rel(bf16_run.out_dbl, f32_run.out_dbl, "double");
     rel(bf16_run.out_sgl, f32_run.out_sgl, "single");
+  }
+  // Product precisions: the same weights bound again per kernels::Precision, attention in f32 throughout.
+  {
+    std::printf("product precision (attention f32), block time and error of the block output vs f32 products:\n");
+    struct Out {
+      Tensor dbl, sgl;
+    };
+    Out f32_out;
+    std::vector<kernels::Precision> precisions{kernels::Precision::f32};
+    if (cpu_features().avx512_bf16) precisions.push_back(kernels::Precision::bf16);
+    precisions.push_back(kernels::Precision::int8);
+    for (kernels::Precision prec : precisions) {
+      kernels::set_default_precision(prec);
+      auto d = transformer::DoubleStreamBlock::bind(w, "double_blocks.0.", p);
+      auto s = transformer::SingleStreamBlock::bind(w, "single_blocks.0.", p);
+      kernels::set_default_precision(kernels::Precision::automatic);
+      d.attention_bf16 = s.attention_bf16 = false;
+      Out o;
+      const double td = time_block(d).total;
+      o.dbl = x.clone();
+      const double ts = time_block(s).total;
+      o.sgl = x.clone();
+      if (prec == kernels::Precision::f32) f32_out = o;
+      // rms of (got - want) over rms of want (the output) and over rms of want - x0 (the block's update).
+      const auto err = [&](const Tensor& got, const Tensor& want) {
+        double d2 = 0, o2 = 0, u2 = 0;
+        for (int64_t i = 0; i < want.numel(); ++i) {
+          const double g = got.data<float>()[i], r = want.data<float>()[i], u = r - x0.data<float>()[i];
+          d2 += (g - r) * (g - r);
+          o2 += r * r;
+          u2 += u * u;
+        }
+        return std::make_pair(std::sqrt(d2 / o2), std::sqrt(d2 / u2));
+      };
+      const auto [dbl_out, dbl_upd] = err(o.dbl, f32_out.dbl);
+      const auto [sgl_out, sgl_upd] = err(o.sgl, f32_out.sgl);
+      std::printf(
+          "  %-5s double %.3f s, single %.3f s, step %.1f s | rms rel error: double %.2e (update %.2e), single "
+          "%.2e (update %.2e)\n",
+          kernels::precision_name(prec), td, ts, 19 * td + 38 * ts, dbl_out, dbl_upd, sgl_out, sgl_upd);
+    }
   }
   std::printf("output finite: %s\n", finite ? "yes" : "NO");
   if (!keep) std::filesystem::remove_all(dir);

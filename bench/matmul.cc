@@ -1,10 +1,12 @@
 // bench_matmul: the FLUX linear layers (M = 1280 tokens) through kernels::Linear (f32 and bf16 weights,
 // prepacked and per-call), our own matmul_f32, and a plain oneDNN matmul written here as the baseline, all in
 // the same run; then one FLUX-sized attention. Each figure: warm-up, then the best of a few repetitions.
-// Usage: bench_matmul [reps [attention|quant [two-pass]]]   (default 2 repetitions; "attention" runs only the
+// Usage: bench_matmul [reps [attention|quant [two-pass]|int8]]   (default 2 repetitions; "attention" runs only the
 // attention line; "quant" only the stored-form rows: bf16, f16, f8_e4m3, q8_0 and q4_K Linears, prepacked and
 // per call, against bf16 prepacked, on the FLUX shapes at M = 1280 and 4608 and the T5-XXL shapes at M = 256
-// and 512; "two-pass" adds per-call rows packed the old way, widen then oneDNN's reorder)
+// and 512; "two-pass" adds per-call rows packed the old way, widen then oneDNN's reorder; "int8" only the int8
+// rows: Linear at Precision::int8, prepacked and per call, against oneDNN f32 (and bf16) prepacked on the same
+// FLUX and T5 shapes, with the machine's int8 peak probed at start)
 #include "kernels/matmul.h"
 
 #include <algorithm>
@@ -22,6 +24,7 @@
 #include "base/thread_pool.h"
 #include "kernels/attention.h"
 #include "kernels/internal.h"
+#include "kernels/linear_int8.h"
 #include "tensor/convert.h"
 #include "tensor/quantize.h"
 #include "tensor/tensor.h"
@@ -131,6 +134,64 @@ void bench_quantized(int reps, bool two_pass) {
   }
 }
 
+// The int8 multiply-accumulate peak of this machine (ops/s): vpdpbusd with AVX512_VNNI, else the AVX2
+// vpmaddubsw + vpmaddwd + vpaddd sequence oneDNN's int8 gemm runs.
+double int8_peak() {
+  if (cpu_features().avx512_vnni) return kernels::detail::avx512::int8_vnni_peak_ops();
+  return kernels::detail::avx2::int8_peak_ops();
+}
+
+// One shape: oneDNN f32 (the baseline) and bf16 (where the CPU has it) prepacked, then Linear int8 prepacked
+// and per call (from a bf16 weight, as FLUX ships), with GOP/s, % of the int8 peak and the ratio to f32.
+void bench_int8_shape(int reps, double peak, int64_t m, int64_t k, int64_t n, const char* what) {
+  const double ops = 2.0 * double(m) * double(k) * double(n);
+  std::printf("\n%s: %lld x %lld x %lld (M x K x N), %.1f GOP\n", what, static_cast<long long>(m),
+              static_cast<long long>(k), static_cast<long long>(n), ops * 1e-9);
+  const std::vector<float> x = random_vector(size_t(m * k), 1), w = random_vector(size_t(n * k), 2),
+                           b = random_vector(size_t(n), 3);
+  const Tensor w32 = Tensor::from_f32({n, k}, w), bias = Tensor::from_f32({n}, b);
+  const Tensor w16 = w32.to(DType::bf16);
+  std::vector<float> y(size_t(m * n));
+  auto line = [&](const char* name, double t, double base) {
+    std::printf("  %-30s %9.1f ms %8.1f GOP/s %5.1f%% of int8 peak   x%.2f of oneDNN f32\n", name, t * 1e3,
+                ops / t * 1e-9, 100.0 * ops / t / peak, base / t);
+  };
+  double base = 0;
+  {
+    OnednnMatmul ref(dt::f32, m, k, n, x.data(), w.data(), b.data(), y.data());
+    base = best_seconds(reps, [&] { ref.run(); });
+    line("oneDNN f32 prepacked", base, base);
+  }
+  if (cpu_features().avx512_bf16) {
+    std::vector<uint16_t> xb(x.size());
+    convert_f32_to_bf16(x.data(), xb.data(), x.size());
+    OnednnMatmul ref(dt::bf16, m, k, n, xb.data(), data_u16(w16), b.data(), y.data());
+    line("oneDNN bf16 prepacked", best_seconds(reps, [&] { ref.run(); }), base);
+  }
+  for (auto mode : {kernels::WeightMode::prepacked, kernels::WeightMode::per_call}) {
+    const kernels::Linear lin(w16, bias, mode, kernels::Precision::int8);
+    const double t = best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); });
+    line(mode == kernels::WeightMode::prepacked ? "Linear int8 prepacked" : "Linear int8 per_call (bf16 w.)", t,
+         base);
+  }
+}
+
+void bench_int8(int reps) {
+  const double peak = int8_peak();
+  std::printf("\nint8 products: peak %.1f GOP/s (%s, %d threads, probed)\n", peak * 1e-9,
+              cpu_features().avx512_vnni ? "vpdpbusd" : "vpmaddubsw + vpmaddwd", hardware_threads());
+  for (int64_t m : {int64_t{1280}, int64_t{4608}}) {
+    bench_int8_shape(reps, peak, m, 3072, 3072, "FLUX");
+    bench_int8_shape(reps, peak, m, 3072, 9216, "FLUX");
+    bench_int8_shape(reps, peak, m, 3072, 12288, "FLUX");
+    bench_int8_shape(reps, peak, m, 12288, 3072, "FLUX");
+  }
+  for (int64_t m : {int64_t{256}, int64_t{512}}) {
+    bench_int8_shape(reps, peak, m, 4096, 10240, "T5 wi_0, wi_1");
+    bench_int8_shape(reps, peak, m, 10240, 4096, "T5 wo");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -140,6 +201,12 @@ int main(int argc, char** argv) {
     std::printf("bench_matmul quant: %d threads, isa %s; products in %s; best of %d after a warm-up\n",
                 hardware_threads(), isa_name(isa_level()), dtype_name(kernels::linear_compute_dtype()), reps);
     bench_quantized(reps, argc > 3 && std::string(argv[3]) == "two-pass");
+    return 0;
+  }
+  if (argc > 2 && std::string(argv[2]) == "int8") {
+    std::printf("bench_matmul int8: %d threads, isa %s, cpu: %s; best of %d after a warm-up\n", hardware_threads(),
+                isa_name(isa_level()), cpu_features().describe().c_str(), reps);
+    bench_int8(reps);
     return 0;
   }
   const int64_t m = 1280;

@@ -4,7 +4,8 @@
 // (24 and 12 layers), and next to them, measured in the same run:
 //   - a plain oneDNN matmul baseline: the layer's matmuls alone, bf16 x bf16 -> f32 and f32 x f32 -> f32,
 //     weights pre-reordered (kernels::Linear picks bf16 or f32 products for 16-bit weights by measuring);
-//   - kernels::Linear on the layer's biggest matmul.
+//   - kernels::Linear on the layer's biggest matmul;
+//   - the T5 layer with f32 and with int8 products (kernels::Precision), and the int8 output's error.
 // Usage: bench_text_encoders [reps]
 #include <algorithm>
 #include <chrono>
@@ -168,6 +169,26 @@ Report bench_t5(const std::string& dir, int reps) {
 
   Report r{"T5-XXL", len, 24, 0, 0, 0, 0, 0, 0, 0};
   r.layer_s = median_seconds(reps, [&] { (void)model.forward(ids); });
+  // The same layer bound at Precision::f32 and int8 (the T5 figure of the int8 path): time, the 24-layer
+  // extrapolation, and the rms relative error of the layer's output against f32 products.
+  Tensor f32_out;
+  for (kernels::Precision prec : {kernels::Precision::f32, kernels::Precision::int8}) {
+    kernels::set_default_precision(prec);
+    const T5Encoder m = T5Encoder::load(store, c);
+    kernels::set_default_precision(kernels::Precision::automatic);
+    const double sec = median_seconds(reps, [&] { (void)m.forward(ids); });
+    const Tensor out = m.forward(ids).to(DType::f32);
+    if (prec == kernels::Precision::f32) f32_out = out;
+    double d2 = 0, o2 = 0;
+    for (int64_t i = 0; i < out.numel(); ++i) {
+      const double g = out.data<float>()[i], w = f32_out.data<float>()[i];
+      d2 += (g - w) * (g - w);
+      o2 += w * w;
+    }
+    std::printf("T5-XXL layer, %s products: %.1f ms, full encoder (24 layers) extrapolated %.2f s, rms rel error "
+                "vs f32 %.2e\n",
+                kernels::precision_name(prec), sec * 1e3, 24 * sec, std::sqrt(d2 / o2));
+  }
   r.matmul_flop = 2.0 * len * (4.0 * d * inner + 3.0 * d * ff);
   r.layer_flop = r.matmul_flop + 4.0 * len * len * inner;  // + q.k and p.v
   const std::vector<MatmulShape> shapes = {{d, inner, 3}, {inner, d, 1}, {d, ff, 2}, {ff, d, 1}};

@@ -19,6 +19,7 @@
 #include "cli/command.h"
 #include "io/image.h"
 #include "io/safetensors.h"
+#include "kernels/matmul.h"
 #include "pipeline/pipeline.h"
 
 namespace flux::cli {
@@ -37,6 +38,8 @@ struct GenerateOptions {
   bool quiet = false;
   std::string memory_budget;  // "8G", ... (parse_byte_size); "" = from MemAvailable
   bool low_memory = false;
+  int vae_tile = -1;  // --vae-tile: pixels; 0 = off; -1 = automatic (LoadOptions::vae_tile)
+  std::string precision = "auto";  // --precision: auto, f32, bf16 or int8 (kernels::parse_precision)
   std::string stats_json;  // per-stage times and peak RSS (--stats-json)
 };
 
@@ -165,6 +168,8 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
   LoadOptions load_options;
   load_options.n_threads = o.threads;
   load_options.low_memory = o.low_memory;
+  load_options.vae_tile = o.vae_tile;
+  load_options.precision = kernels::parse_precision(o.precision);
   if (!o.memory_budget.empty()) load_options.memory_budget = parse_byte_size("--memory-budget", o.memory_budget);
   load_options.first_width = request.width;  // refused before loading when it cannot fit
   load_options.first_height = request.height;
@@ -268,6 +273,15 @@ const CommandRegistrar reg(
        sub.add_option("--memory-budget", o->memory_budget,
                       "bytes to stay within, e.g. 8G or 500M (default: MemAvailable, or a memory cgroup's free room when smaller, less 10% / 512M)");
        sub.add_flag("--low-memory", o->low_memory, "reorder weights per call and drop each stage's weights after it");
+       sub.add_option("--vae-tile", o->vae_tile,
+                      "VAE decode in overlapping tiles of at most N px a side, blended (less memory, slightly different "
+                      "image); 0 = never; -1 = automatic: 512 px tiles when the untiled decode's activations would "
+                      "exceed 2 GiB (images above about 840x840)")
+           ->capture_default_str();
+       sub.add_option("--precision", o->precision,
+                      "products: auto (bf16 where the CPU's bf16 is faster, else f32), f32 (exact), bf16 (needs "
+                      "AVX512_BF16) or int8 (weights per output feature, activations per token)")
+           ->capture_default_str();
        return [o, w, h, s] {
          if (s->count() == 0) o->seed = std::random_device{}();  // torch seeds use 32 bits
          return run_generate(*o, w->count() > 0, h->count() > 0);

@@ -8,6 +8,7 @@
 #include "cli/command.h"
 #include "engine/engine.h"
 #include "io/image.h"
+#include "kernels/matmul.h"
 #include "pipeline/pipeline.h"
 #include "server/http_server.h"
 
@@ -23,6 +24,8 @@ struct ServeOptions {
   bool warmup = false;
   bool queue_while_loading = false;
   bool low_memory = false;
+  int vae_tile = -1;  // --vae-tile: pixels; 0 = off; -1 = automatic (LoadOptions::vae_tile)
+  std::string precision = "auto";  // --precision: auto, f32, bf16 or int8 (kernels::parse_precision)
   std::string memory_budget;  // "8G", ... (parse_byte_size); "" = from MemAvailable
 };
 
@@ -33,11 +36,14 @@ int serve(const ServeOptions& o) {
   FLUX_CHECK(o.server.limits.max_pixels >= 64 * 64, "--max-pixels: expected >= 4096, got ", o.server.limits.max_pixels);
   FLUX_CHECK(o.server.limits.max_steps >= 1, "--max-steps: expected >= 1, got ", o.server.limits.max_steps);
   const uint64_t budget = o.memory_budget.empty() ? 0 : parse_byte_size("--memory-budget", o.memory_budget);
+  // Refused here, before the server starts, rather than in the background load.
+  const kernels::Precision precision = kernels::parse_precision(o.precision);
+  kernels::check_precision_supported(precision);
   server::ServerOptions options = o.server;
   // The default size is 1024x1024, or the largest square multiple of 16 within --max-pixels.
   while (static_cast<int64_t>(options.limits.default_width) * options.limits.default_height > options.limits.max_pixels)
     options.limits.default_width = options.limits.default_height = options.limits.default_width - 16;
-  return server::run_server(options, [&o, budget] {
+  return server::run_server(options, [&o, budget, precision] {
     EngineOptions e;
     e.queue_size = static_cast<size_t>(o.queue_size);
     e.result_ttl_s = o.result_ttl_s;
@@ -48,7 +54,9 @@ int serve(const ServeOptions& o) {
     LoadOptions load;
     load.n_threads = 0;  // the engine sizes the kernel pool itself, at low priority (e.n_threads)
     load.low_memory = o.low_memory;
+    load.vae_tile = o.vae_tile;
     load.memory_budget = budget;
+    load.precision = precision;
     const ModelPaths paths = o.paths;
     return std::make_unique<Engine>(
         [paths, load](const LoadProgress& progress) { return Pipeline::load(paths, load, progress); }, std::move(e));
@@ -79,6 +87,15 @@ CommandRegistrar reg(
        sub.add_flag("--warmup", o->warmup, "run one small generation before /ready turns 200");
        sub.add_flag("--queue-while-loading", o->queue_while_loading, "accept jobs while the models load (else 503)");
        sub.add_flag("--low-memory", o->low_memory, "reorder weights per call and drop each stage's weights after it");
+       sub.add_option("--vae-tile", o->vae_tile,
+                      "VAE decode in overlapping tiles of at most N px a side, blended (less memory, slightly different "
+                      "image); 0 = never; -1 = automatic: 512 px tiles when the untiled decode's activations would "
+                      "exceed 2 GiB (images above about 840x840)")
+           ->capture_default_str();
+       sub.add_option("--precision", o->precision,
+                      "products: auto (bf16 where the CPU's bf16 is faster, else f32), f32 (exact), bf16 (needs "
+                      "AVX512_BF16) or int8 (weights per output feature, activations per token)")
+           ->capture_default_str();
        sub.add_option("--memory-budget", o->memory_budget,
                       "bytes to stay within, e.g. 8G or 500M (default: MemAvailable, or a memory cgroup's free room when smaller, less 10% / 512M)");
        sub.add_flag("--realtime-io,!--no-realtime-io", o->server.realtime_io,

@@ -8,6 +8,7 @@
 
 #include "base/thread_pool.h"
 #include "kernels/internal.h"
+#include "kernels/norm.h"
 
 namespace flux::kernels {
 namespace {
@@ -78,6 +79,23 @@ void add_gated(float* x, const float* y, const float* gate, int64_t rows, int64_
     for (int64_t r = b; r < e; ++r) k.add_gated(x + r * dim, y + r * dim, gate, dim);
   });
 }
+void layer_norm_modulate(const float* x, float* y, int64_t rows, int64_t dim, const float* shift, const float* scale,
+                         float eps) {
+  const auto& k = detail::isa_kernels();
+  for_rows(rows, dim, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) k.layer_norm_modulate_row(x + r * dim, y + r * dim, dim, shift, scale, eps);
+  });
+}
+void add_gated_layer_norm_modulate(float* x, const float* r, const float* gate, float* y, int64_t rows, int64_t dim,
+                                   const float* shift, const float* scale, float eps) {
+  const auto& k = detail::isa_kernels();
+  for_rows(rows, dim, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {  // the row is still in L1 when the norm reads it back
+      k.add_gated(x + i * dim, r + i * dim, gate, dim);
+      k.layer_norm_modulate_row(x + i * dim, y + i * dim, dim, shift, scale, eps);
+    }
+  });
+}
 
 namespace reference {
 
@@ -122,6 +140,16 @@ void modulate(const float* x, float* y, int64_t rows, int64_t dim, const float* 
 void add_gated(float* x, const float* y, const float* gate, int64_t rows, int64_t dim) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t d = 0; d < dim; ++d) x[r * dim + d] += (gate ? gate[d] : 1.0f) * y[r * dim + d];
+}
+void layer_norm_modulate(const float* x, float* y, int64_t rows, int64_t dim, const float* shift, const float* scale,
+                         float eps) {
+  reference::layer_norm(x, y, rows, dim, nullptr, nullptr, eps);
+  reference::modulate(y, y, rows, dim, shift, scale);
+}
+void add_gated_layer_norm_modulate(float* x, const float* r, const float* gate, float* y, int64_t rows, int64_t dim,
+                                   const float* shift, const float* scale, float eps) {
+  reference::add_gated(x, r, gate, rows, dim);
+  reference::layer_norm_modulate(x, y, rows, dim, shift, scale, eps);
 }
 
 }  // namespace reference

@@ -16,6 +16,7 @@
 #include "base/thread_pool.h"
 #include "kernels/attention_bf16.h"
 #include "kernels/internal.h"
+#include "kernels/norm.h"
 #include "tensor/convert.h"
 
 namespace flux::kernels {
@@ -125,6 +126,24 @@ void rope(float* x, int64_t n_heads, int64_t len, int64_t head_dim, const float*
       64);
 }
 
+void rms_norm_rope(const float* x, int64_t ld_x, int64_t len, int64_t n_heads, int64_t head_dim, const float* gamma,
+                   float eps, const float* cos, const float* sin, float* y, int64_t ld_y) {
+  FLUX_CHECK(head_dim % 2 == 0 && ld_y >= len, "rms_norm_rope: head_dim must be even (got ", head_dim,
+             ") and ld_y >= len (got ", ld_y, " < ", len, ")");
+  const detail::IsaKernels& isa = detail::isa_kernels();
+  const int64_t half = head_dim / 2;
+  parallel_for(
+      len,
+      [&](int64_t l0, int64_t l1) {
+        for (int64_t l = l0; l < l1; ++l)
+          for (int64_t h = 0; h < n_heads; ++h) {
+            isa.rms_norm_rope_row(x + l * ld_x + h * head_dim, y + (h * ld_y + l) * head_dim, head_dim, gamma, eps,
+                                  cos + l * half, sin + l * half);
+          }
+      },
+      8);
+}
+
 namespace reference {
 
 void attention(const AttentionParams& p, const float* q, const float* k, const float* v, float* out) {
@@ -201,6 +220,16 @@ void rope(float* x, int64_t n_heads, int64_t len, int64_t head_dim, const float*
         pair[0] = static_cast<float>(c * x0 - s * x1);
         pair[1] = static_cast<float>(s * x0 + c * x1);
       }
+}
+
+void rms_norm_rope(const float* x, int64_t ld_x, int64_t len, int64_t n_heads, int64_t head_dim, const float* gamma,
+                   float eps, const float* cos, const float* sin, float* y, int64_t ld_y) {
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* yh = y + h * ld_y * head_dim;
+    for (int64_t l = 0; l < len; ++l)
+      reference::rms_norm(x + l * ld_x + h * head_dim, yh + l * head_dim, 1, head_dim, gamma, eps);
+    reference::rope(yh, 1, len, head_dim, cos, sin);
+  }
 }
 
 }  // namespace reference

@@ -35,6 +35,14 @@ void attention(const AttentionParams& p, const float* q, const float* k, const f
 // x: [n_heads, len, head_dim] in place; cos, sin: [len, head_dim / 2].
 void rope(float* x, int64_t n_heads, int64_t len, int64_t head_dim, const float* cos, const float* sin);
 
+// FLUX's QKNorm and RoPE in the pass that writes attention's Q (or K): for token l < len and head h < n_heads,
+//   y[h, l, :] = rope_l(x[l, h*D : (h+1)*D] / sqrt(mean(x^2) + eps) * gamma)     (D = head_dim, even)
+// x: token l's heads at x + l * ld_x (e.g. the q or k columns of a qkv projection); y: [n_heads, ld_y, D], the
+// layout attention() reads, rows [0, len) of each head written (ld_y >= len: a part of a longer sequence);
+// gamma: [D]; cos, sin: [len, D / 2] as for rope(). The operations of rms_norm then rope, per head in one pass.
+void rms_norm_rope(const float* x, int64_t ld_x, int64_t len, int64_t n_heads, int64_t head_dim, const float* gamma,
+                   float eps, const float* cos, const float* sin, float* y, int64_t ld_y);
+
 namespace reference {
 void attention(const AttentionParams& p, const float* q, const float* k, const float* v, float* out);
 // The bf16 path's plain twin (p.bf16 ignored; no mask, no bias), in double: scores s = scale bf16(q) . bf16(k);
@@ -42,6 +50,9 @@ void attention(const AttentionParams& p, const float* q, const float* k, const f
 // as in the kernel; out = sum P bf16(v) / sum exp (the sum of the unrounded exps).
 void attention_bf16(const AttentionParams& p, const float* q, const float* k, const float* v, float* out);
 void rope(float* x, int64_t n_heads, int64_t len, int64_t head_dim, const float* cos, const float* sin);
+// reference::rms_norm of each head's row into y, then reference::rope.
+void rms_norm_rope(const float* x, int64_t ld_x, int64_t len, int64_t n_heads, int64_t head_dim, const float* gamma,
+                   float eps, const float* cos, const float* sin, float* y, int64_t ld_y);
 }  // namespace reference
 
 }  // namespace flux::kernels

@@ -32,6 +32,12 @@ struct IsaKernels {
   void (*softmax_row)(float* x, int64_t n);
   void (*layer_norm_row)(const float* x, float* y, int64_t n, const float* gamma, const float* beta, float eps);
   void (*rms_norm_row)(const float* x, float* y, int64_t n, const float* gamma, float eps);
+  // y = (1 + scale) * LayerNorm(x) + shift (LayerNorm without affine): FLUX's modulated pre-norm.
+  void (*layer_norm_modulate_row)(const float* x, float* y, int64_t n, const float* shift, const float* scale,
+                                  float eps);
+  // y = rope(rms_norm(x) * gamma) on one head of n (even) values; cos, sin: [n / 2] (adjacent pairs).
+  void (*rms_norm_rope_row)(const float* x, float* y, int64_t n, const float* gamma, float eps, const float* cos,
+                            const float* sin);
   float (*sum)(const float* x, int64_t n);
   float (*sum_sq_dev)(const float* x, int64_t n, float mean);  // sum (x - mean)^2
   float (*max)(const float* x, int64_t n);

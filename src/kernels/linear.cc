@@ -24,6 +24,7 @@
 #include "base/log.h"
 #include "base/thread_pool.h"
 #include "kernels/internal.h"
+#include "kernels/linear_int8.h"
 #include "kernels/linear_pack.h"
 #include "kernels/matmul.h"
 #include "tensor/convert.h"
@@ -61,7 +62,8 @@ struct Primitive {
 struct Linear::Impl {
   int64_t n = 0, k = 0;
   WeightMode mode = WeightMode::prepacked;
-  DType compute = DType::f32;  // f32 or bf16: the dtype oneDNN multiplies
+  DType compute = DType::f32;  // f32 or bf16: the dtype oneDNN multiplies; i8: int8 below does the products
+  std::unique_ptr<detail::Int8Linear> int8;
   Tensor weight;               // storage form [N, K]; kept only in per_call mode
   std::vector<float> bias;     // [N] or empty
   // The product runs over column panels of `panel` output features (all N when prepacked). per_call mode
@@ -136,11 +138,61 @@ void detail::force_bf16_products(int mode) { g_force_bf16 = mode; }
 void detail::set_linear_panel_bytes(int64_t bytes) { g_panel_bytes = bytes > 0 ? bytes : int64_t{8 << 20}; }
 void detail::set_linear_direct_pack(bool on) { g_direct_pack = on; }
 
-DType linear_compute_dtype() {
+namespace {
+std::atomic<Precision> g_default_precision{Precision::automatic};
+
+// The dtype 16/8-bit weights multiply in under Precision::automatic.
+DType automatic_compute_dtype() {
   if (!cpu_features().avx512_bf16) return DType::f32;
   const int forced = g_force_bf16.load();
   const bool bf16 = forced >= 0 ? forced == 1 : bf16_is_faster();
   return bf16 ? DType::bf16 : DType::f32;
+}
+
+// What a weight of dtype `stored` multiplies in at precision p.
+DType compute_dtype_for(Precision p, DType stored) {
+  switch (p) {
+    case Precision::f32: return DType::f32;
+    case Precision::bf16: return DType::bf16;
+    case Precision::int8: return DType::i8;
+    case Precision::automatic: break;
+  }
+  return stored == DType::f32 ? DType::f32 : automatic_compute_dtype();
+}
+}  // namespace
+
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::automatic: return "auto";
+    case Precision::f32: return "f32";
+    case Precision::bf16: return "bf16";
+    case Precision::int8: return "int8";
+  }
+  return "?";
+}
+
+Precision parse_precision(const std::string& s) {
+  for (Precision p : {Precision::automatic, Precision::f32, Precision::bf16, Precision::int8}) {
+    if (s == precision_name(p)) return p;
+  }
+  throw Error("precision: expected auto, f32, bf16 or int8, got '" + s + "'");
+}
+
+void check_precision_supported(Precision p) {
+  FLUX_CHECK(p != Precision::bf16 || cpu_features().avx512_bf16,
+             "precision bf16 needs the AVX512_BF16 CPU feature, which this CPU (", cpu_features().describe(),
+             ") lacks: use auto, f32 or int8");
+}
+
+void set_default_precision(Precision p) {
+  check_precision_supported(p);
+  g_default_precision.store(p);
+}
+Precision default_precision() { return g_default_precision.load(); }
+
+DType linear_compute_dtype() {
+  const Precision p = default_precision();
+  return p == Precision::automatic ? automatic_compute_dtype() : compute_dtype_for(p, DType::bf16);
 }
 
 Linear::Linear() = default;
@@ -155,7 +207,7 @@ std::atomic<WeightMode> g_default_mode{WeightMode::prepacked};
 void set_default_weight_mode(WeightMode mode) { g_default_mode.store(mode); }
 WeightMode default_weight_mode() { return g_default_mode.load(); }
 
-Linear::Linear(Tensor weight, Tensor bias, WeightMode mode) : impl_(std::make_unique<Impl>()) {
+Linear::Linear(Tensor weight, Tensor bias, WeightMode mode, Precision precision) : impl_(std::make_unique<Impl>()) {
   FLUX_CHECK(weight.defined(), "Linear: weight is undefined");
   FLUX_CHECK(weight.ndim() == 2, "Linear: weight must be 2-D [out, in], got ", weight.describe());
   const DType d = weight.dtype();
@@ -166,12 +218,19 @@ Linear::Linear(Tensor weight, Tensor bias, WeightMode mode) : impl_(std::make_un
   im.k = weight.dim(1);
   FLUX_CHECK(im.n > 0 && im.k > 0, "Linear: empty weight ", weight.describe());
   im.mode = mode;
-  im.compute = d == DType::f32 ? DType::f32 : linear_compute_dtype();
+  check_precision_supported(precision);
+  im.compute = compute_dtype_for(precision, d);
   if (bias.defined()) {
     FLUX_CHECK(bias.numel() == im.n && is_float(bias.dtype()), "Linear: bias must be float [", im.n, "], got ",
                bias.describe());
     const Tensor b = bias.to(DType::f32);
     im.bias.assign(b.data<float>(), b.data<float>() + im.n);
+  }
+  if (im.compute == DType::i8) {
+    // per_call panels of about g_panel_bytes of int8 rows (a multiple of 64 features).
+    const int64_t panel = std::max<int64_t>(64, g_panel_bytes.load() / im.k / 64 * 64);
+    im.int8 = std::make_unique<detail::Int8Linear>(std::move(weight), std::move(im.bias), mode, panel);
+    return;
   }
   // per_call: panels of about g_panel_bytes of packed weight (a multiple of 64 features); prepacked: all of N.
   const int64_t row_bytes = im.k * static_cast<int64_t>(dtype_size(im.compute));
@@ -194,13 +253,22 @@ Linear::Linear(Tensor weight, Tensor bias, WeightMode mode) : impl_(std::make_un
 
 int64_t Linear::in_features() const { return impl_ ? impl_->k : 0; }
 int64_t Linear::out_features() const { return impl_ ? impl_->n : 0; }
-size_t Linear::packed_bytes() const { return impl_ && impl_->mode == WeightMode::prepacked ? impl_->packed.size() : 0; }
+DType Linear::compute_dtype() const { return impl_ ? impl_->compute : DType::f32; }
+size_t Linear::packed_bytes() const {
+  if (!impl_) return 0;
+  if (impl_->int8) return impl_->int8->packed_bytes();
+  return impl_->mode == WeightMode::prepacked ? impl_->packed.size() : 0;
+}
 
 void Linear::forward(const float* x, int64_t m, float* y) const {
   FLUX_CHECK(impl_ != nullptr, "Linear::forward on an undefined Linear");
   FLUX_CHECK(m >= 0, "Linear::forward: negative row count ", m);
   if (m == 0) return;
   const Impl& im = *impl_;
+  if (im.int8) {
+    im.int8->forward(x, m, y);
+    return;
+  }
   // Per-thread scratch, grown only: concurrent calls from different threads never share it.
   thread_local AlignedBuffer x_bf16, plain, packed, y_panel;
 

@@ -31,6 +31,11 @@ struct V {
   static T zero_if_less(T x, float lo, T r) {
     return _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(lo), _CMP_GE_OQ), r);
   }
+  static T load_dup_pairs(const float* p) {
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+  }
+  static T swap_pairs(T x) { return _mm256_permute_ps(x, 0xB1); }
+  static T fmaddsub(T a, T b, T c) { return _mm256_fmaddsub_ps(a, b, c); }
   static float reduce_add(T v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -34,6 +34,12 @@ struct V {
   static T zero_if_less(T x, float lo, T r) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(lo), _CMP_GE_OQ), r);
   }
+  static T load_dup_pairs(const float* p) {
+    const __m512i idx = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(_mm256_loadu_ps(p)));
+  }
+  static T swap_pairs(T x) { return _mm512_permute_ps(x, 0xB1); }
+  static T fmaddsub(T a, T b, T c) { return _mm512_fmaddsub_ps(a, b, c); }
   static float reduce_add(T v) { return _mm512_reduce_add_ps(v); }
   static float reduce_max(T v) { return _mm512_reduce_max_ps(v); }
 };

@@ -3,7 +3,9 @@
 //
 // V provides: T, W (lanes), load/store (unaligned), set1, zero, add, sub, mul, div, fmadd(a, b, c) = a*b + c,
 // max, min, round (to nearest), pow2i (2^n for integral n in [-126, 127]), zero_if_less(x, lo, r)
-// (r where x >= lo, else 0), reduce_add, reduce_max.
+// (r where x >= lo, else 0), reduce_add, reduce_max; where W > 1 also (for RoPE's adjacent pairs)
+// load_dup_pairs(p) (W / 2 floats, each twice: p0 p0 p1 p1 ...), swap_pairs(x) (x1 x0 x3 x2 ...) and
+// fmaddsub(a, b, c) (a*b - c in even lanes, a*b + c in odd ones).
 //
 // No #include here and no std:: inline functions, so each ISA's copy stays in its own namespace (the linker
 // must never pick an AVX-512 instantiation for a baseline caller).
@@ -197,6 +199,51 @@ void rms_norm_row(const float* x, float* y, int64_t n, const float* gamma, float
   for (; i < n; ++i) y[i] = gamma ? x[i] * inv * gamma[i] : x[i] * inv;
 }
 
+// y = (1 + scale) * LayerNorm(x) + shift (no affine of its own): FLUX's modulated pre-norm. The same operations
+// as layer_norm_row then scale_shift with a = 1 + scale, in one pass over the row.
+void layer_norm_modulate_row(const float* x, float* y, int64_t n, const float* shift, const float* scale, float eps) {
+  if (n <= 0) return;
+  const float mean = sum(x, n) / static_cast<float>(n);
+  const float var = sum_sq_dev(x, n, mean) / static_cast<float>(n);
+  const float inv = 1.0f / __builtin_sqrtf(var + eps);
+  const T vm = V::set1(mean), vi = V::set1(inv), one = V::set1(1.0f);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const T t = V::mul(V::sub(V::load(x + i), vm), vi);
+    V::store(y + i, V::fmadd(t, V::add(one, V::load(scale + i)), V::load(shift + i)));
+  }
+  for (; i < n; ++i) y[i] = (x[i] - mean) * inv * (1.0f + scale[i]) + shift[i];
+}
+
+// y = rope(x / sqrt(mean(x^2) + eps) * gamma): FLUX's QKNorm then apply_rope on one head (n even), in one
+// pass. cos, sin: [n / 2]; pair j: (y0, y1) -> (c y0 - s y1, s y0 + c y1). VV is V (a template, so the pair
+// operations are needed only where W > 1).
+template <typename VV>
+void rms_norm_rope_row_body(const float* x, float* y, int64_t n, const float* gamma, float eps, const float* cos,
+                            const float* sin) {
+  if (n <= 0) return;
+  const float inv = 1.0f / __builtin_sqrtf(sum_sq_dev(x, n, 0.0f) / static_cast<float>(n) + eps);
+  int64_t i = 0;
+  if constexpr (VV::W > 1) {
+    const T vi = VV::set1(inv);
+    for (; i + W <= n; i += W) {
+      const T v = VV::mul(VV::mul(VV::load(x + i), vi), VV::load(gamma + i));
+      const T c = VV::load_dup_pairs(cos + i / 2), s = VV::load_dup_pairs(sin + i / 2);
+      VV::store(y + i, VV::fmaddsub(v, c, VV::mul(VV::swap_pairs(v), s)));
+    }
+  }
+  for (; i + 1 < n; i += 2) {
+    const float y0 = x[i] * inv * gamma[i], y1 = x[i + 1] * inv * gamma[i + 1];
+    const float c = cos[i / 2], s = sin[i / 2];
+    y[i] = c * y0 - s * y1;
+    y[i + 1] = s * y0 + c * y1;
+  }
+}
+void rms_norm_rope_row(const float* x, float* y, int64_t n, const float* gamma, float eps, const float* cos,
+                       const float* sin) {
+  rms_norm_rope_row_body<V>(x, y, n, gamma, eps, cos, sin);
+}
+
 // C[mr, nr] (+)= sum_k ap[k, 0:MR] (x) bp[k, 0:NR]; the MR x NV accumulators stay in registers.
 template <int MR, int NV>
 void gemm_micro(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, int64_t mr, int64_t nr,
@@ -256,6 +303,8 @@ const IsaKernels kernels = {
     .softmax_row = softmax_row,
     .layer_norm_row = layer_norm_row,
     .rms_norm_row = rms_norm_row,
+    .layer_norm_modulate_row = layer_norm_modulate_row,
+    .rms_norm_rope_row = rms_norm_rope_row,
     .sum = sum,
     .sum_sq_dev = sum_sq_dev,
     .max = max,

@@ -1,9 +1,11 @@
 // The FLUX autoencoder (BFL flux/modules/autoencoder.py): Encoder and Decoder of ResnetBlocks, one AttnBlock in
-// the middle, GroupNorm(32, eps 1e-6) and swish. Activations are one image, F32 [C, H, W].
+// the middle, GroupNorm(32, eps 1e-6) and swish. Activations are one image [C, H, W] as a kernels::FeatureMap in
+// the convolutions' layout (nChw8c / nChw16c where oneDNN picks them), converted only at the input and output.
 #include "models/autoencoder.h"
 
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -12,11 +14,15 @@
 #include "base/thread_pool.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
-#include "kernels/conv.h"
+#include "kernels/conv_layer.h"
+#include "kernels/matmul.h"
+#include "models/autoencoder_tiling.h"
 #include "models/nn.h"
 
 namespace flux {
 namespace {
+
+using kernels::FeatureMap;
 
 constexpr int64_t kGroups = 32;
 constexpr float kEps = 1e-6f;
@@ -87,20 +93,57 @@ std::string ae_diffusers_name(const std::string& bfl, int64_t n_levels) {
   return bfl;  // conv_in, conv_out: same names
 }
 
+// GroupNorm(32, eps 1e-6) over a FeatureMap, optionally fused with the swish that follows it.
+struct Norm {
+  Tensor weight, bias;  // F32 [C]
+  int64_t channels = 0;
+  void forward(const FeatureMap& x, FeatureMap& y, bool swish) const {
+    if (&y != &x) y.reshape(x.channels(), x.height(), x.width(), x.block());
+    kernels::group_norm_blocked(x.data(), y.data(), channels, x.height() * x.width(), x.block(), kGroups,
+                                weight.data<float>(), bias.data<float>(), kEps, swish);
+  }
+};
+
+struct Conv {
+  kernels::Conv2d op;
+  void forward(const FeatureMap& x, FeatureMap& y) const { op.forward(x, y); }
+};
+
 // Binds autoencoder weights by BFL name from BFL or diffusers files.
 class AeWeights {
  public:
-  AeWeights(WeightStore& store, int64_t n_levels) : store_(store), n_levels_(n_levels) {
+  AeWeights(WeightStore& store, int64_t n_levels, const AutoEncoderOptions& options)
+      : store_(store), n_levels_(n_levels), options_(options) {
     diffusers_ = store.contains("decoder.conv_norm_out.weight") || store.contains("encoder.conv_norm_out.weight");
   }
   std::string name(const std::string& bfl) const { return diffusers_ ? ae_diffusers_name(bfl, n_levels_) : bfl; }
 
-  nn::Conv2d conv(const std::string& prefix, int64_t in, int64_t out, int64_t kernel, int64_t stride = 1,
-                  int64_t pad = -1) {
-    return nn::Conv2d::bind(store_, name(prefix), in, out, kernel, stride, pad);
+  // pad -1 = kernel / 2 on every side.
+  Conv conv(const std::string& prefix, int64_t in, int64_t out, int64_t kernel, int64_t stride = 1,
+            int64_t pad = -1) {
+    const std::string n = name(prefix);
+    Tensor w = store_.require(n + "weight", {out, in, kernel, kernel});
+    Tensor b = store_.require_f32(n + "bias", {out});
+    if (!w.defined() || !b.defined()) return {};
+    if (!is_float(w.dtype())) w = w.to(DType::f32);  // block-quantized (GGUF): dequantized once
+    const int64_t p = pad < 0 ? kernel / 2 : pad;
+    const kernels::Conv2dParams padding{.stride = stride, .pad_top = p, .pad_bottom = p, .pad_left = p, .pad_right = p};
+    const DType compute = compute_for(w.dtype());
+    return {kernels::Conv2d(std::move(w), std::move(b), padding, compute, options_.conv_mode)};
   }
-  nn::GroupNorm norm(const std::string& prefix, int64_t channels) {
-    return nn::GroupNorm::bind(store_, name(prefix), channels, kGroups, kEps);
+  Conv downsample_conv(const std::string& prefix, int64_t channels) {  // pad right and bottom by one, stride 2
+    const std::string n = name(prefix);
+    Tensor w = store_.require(n + "weight", {channels, channels, 3, 3});
+    Tensor b = store_.require_f32(n + "bias", {channels});
+    if (!w.defined() || !b.defined()) return {};
+    if (!is_float(w.dtype())) w = w.to(DType::f32);
+    const kernels::Conv2dParams padding{.stride = 2, .pad_top = 0, .pad_bottom = 1, .pad_left = 0, .pad_right = 1};
+    const DType compute = compute_for(w.dtype());
+    return {kernels::Conv2d(std::move(w), std::move(b), padding, compute, options_.conv_mode)};
+  }
+  Norm norm(const std::string& prefix, int64_t channels) {
+    const std::string n = name(prefix);
+    return {store_.require_f32(n + "weight", {channels}), store_.require_f32(n + "bias", {channels}), channels};
   }
   // A 1x1 convolution over C channels ([C, C, 1, 1]; diffusers stores [C, C]) as a Linear on [HW, C] rows.
   nn::Linear conv1x1_as_linear(const std::string& prefix, int64_t channels) {
@@ -109,53 +152,90 @@ class AeWeights {
                           : store_.require_f32(n + "weight", {channels, channels, 1, 1});
     Tensor b = store_.require_f32(n + "bias", {channels});
     nn::Linear l;
-    if (w.defined() && b.defined()) l.op = kernels::Linear(w.reshape({channels, channels}), b);
+    // The mid block's attention stays out of int8 (a small share of the decode, and its scores feed a softmax).
+    const kernels::Precision precision = kernels::default_precision() == kernels::Precision::int8
+                                             ? kernels::Precision::automatic
+                                             : kernels::default_precision();
+    if (w.defined() && b.defined()) {
+      l.op = kernels::Linear(w.reshape({channels, channels}), b, kernels::default_weight_mode(), precision);
+    }
     return l;
   }
 
  private:
+  DType compute_for(DType stored) const {
+    if (options_.compute) return *options_.compute;
+    if (const char* env = std::getenv("FLUX_VAE_BF16")) return std::strcmp(env, "0") != 0 ? DType::bf16 : DType::f32;
+    switch (kernels::default_precision()) {
+      case kernels::Precision::f32:
+        return DType::f32;
+      case kernels::Precision::bf16:
+      case kernels::Precision::int8:  // no int8 convolutions: bf16, the fastest there is
+        return DType::bf16;
+      case kernels::Precision::automatic:
+        break;
+    }
+    const bool narrow = stored == DType::bf16 || stored == DType::f16;
+    return narrow && kernels::linear_compute_dtype() == DType::bf16 ? DType::bf16 : DType::f32;
+  }
+
   WeightStore& store_;
   int64_t n_levels_ = 0;
+  AutoEncoderOptions options_;
   bool diffusers_ = false;
 };
 
-// ---- helpers on [C, H, W] ----
+// ---- modules: activations are FeatureMaps; each forward() replaces x with its output, using the two scratch
+// maps of a Scratch (reused across layers, so a pass allocates only as its maps grow) ----
 
-Tensor swish(Tensor x) { return nn::silu(std::move(x)); }
+struct Scratch {
+  FeatureMap a, b;
+};
 
-// x += y (same shape), x owned.
-void add_into(Tensor& x, const Tensor& y) {
-  FLUX_CHECK(x.shape() == y.shape(), "autoencoder: residual shapes differ: ", x.describe(), " vs ", y.describe());
-  float* a = x.mut<float>();
-  const float* b = y.data<float>();
+// Sizes the three maps of a pass (x and the scratch pair) for its largest layer up front, so they are
+// allocated and faulted in once, not regrown level by level. widest: max over layers of channels x pixels.
+void reserve(FeatureMap& x, Scratch& s, int64_t widest) {
+  const int64_t block = kernels::conv_preferred_block();
+  for (FeatureMap* m : {&x, &s.a, &s.b}) m->reshape(1, 1, widest + block, 1);  // later reshapes keep it
+}
+
+// The largest channels x pixels of the maps at levels of `channels[i]` channels and `pixels[i]` pixels, level
+// i + 1 at a quarter of level i's pixels; a level's maps also hold its neighbour's channels at its own size
+// (the encoder's first block at a level, the decoder's upsampling convolution).
+int64_t widest_map(const std::vector<int64_t>& channels, int64_t pixels) {
+  int64_t widest = 0;
+  for (size_t i = 0; i < channels.size(); ++i, pixels /= 4) {
+    const int64_t c = std::max(channels[i], i + 1 < channels.size() ? channels[i + 1] : 0);
+    widest = std::max(widest, std::max(c, i > 0 ? channels[i - 1] : 0) * pixels);
+  }
+  return widest;
+}
+
+std::vector<int64_t> level_channels(const AutoEncoderParams& p) {
+  std::vector<int64_t> c;
+  for (int64_t m : p.ch_mult) c.push_back(p.ch * m);
+  return c;
+}
+
+// y += x, x in y's layout (reblocked through tmp if not).
+void add_into(FeatureMap& y, const FeatureMap& x, FeatureMap& tmp) {
+  FLUX_CHECK(y.channels() == x.channels() && y.height() == x.height() && y.width() == x.width(),
+             "autoencoder: residual shapes differ");
+  const FeatureMap* src = &x;
+  if (x.block() != y.block()) {
+    x.reblock(y.block(), tmp);
+    src = &tmp;
+  }
+  float* out = y.data();
+  const float* in = src->data();
   parallel_for(
-      x.numel(), [&](int64_t s, int64_t e) { kernels::add(a + s, b + s, a + s, e - s); }, 1 << 14);
+      y.n_floats(), [&](int64_t s, int64_t e) { kernels::add(out + s, in + s, out + s, e - s); }, 1 << 14);
 }
-
-// [rows, cols] -> [cols, rows]
-Tensor transpose(const float* x, int64_t rows, int64_t cols) {
-  Tensor y = Tensor::empty(DType::f32, {cols, rows});
-  float* out = y.mut<float>();
-  constexpr int64_t kTile = 32;
-  parallel_for((rows + kTile - 1) / kTile, [&](int64_t b, int64_t e) {
-    for (int64_t r0 = b * kTile; r0 < std::min(rows, e * kTile); r0 += kTile) {
-      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
-        for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r) {
-          for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c) out[c * rows + r] = x[r * cols + c];
-        }
-      }
-    }
-  });
-  return y;
-}
-
-// ---- modules ----
 
 struct ResnetBlock {
-  nn::GroupNorm norm1, norm2;
-  nn::Conv2d conv1, conv2;
-  nn::Conv2d nin_shortcut;  // 1x1, only when in != out
-  bool has_shortcut = false;
+  Norm norm1, norm2;
+  Conv conv1, conv2;
+  std::optional<Conv> nin_shortcut;  // 1x1, only when in != out
 
   static ResnetBlock bind(AeWeights& w, const std::string& prefix, int64_t in, int64_t out) {
     ResnetBlock b;
@@ -163,21 +243,28 @@ struct ResnetBlock {
     b.conv1 = w.conv(prefix + "conv1.", in, out, 3);
     b.norm2 = w.norm(prefix + "norm2.", out);
     b.conv2 = w.conv(prefix + "conv2.", out, out, 3);
-    b.has_shortcut = in != out;
-    if (b.has_shortcut) b.nin_shortcut = w.conv(prefix + "nin_shortcut.", in, out, 1);
+    if (in != out) b.nin_shortcut = w.conv(prefix + "nin_shortcut.", in, out, 1);
     return b;
   }
-  Tensor forward(const Tensor& x) const {
-    Tensor h = conv1.forward(swish(norm1.forward(x)));
-    h = conv2.forward(swish(norm2.forward(h)));
-    add_into(h, has_shortcut ? nin_shortcut.forward(x) : x);  // x + h
-    return h;
+  // x: [in, H, W] -> x + h: [out, H, W]
+  void forward(FeatureMap& x, Scratch& s) const {
+    norm1.forward(x, s.a, true);  // a = swish(norm1(x))
+    conv1.forward(s.a, s.b);      // b = conv1(a)
+    norm2.forward(s.b, s.b, true);
+    conv2.forward(s.b, s.a);  // a = h
+    if (nin_shortcut) {
+      nin_shortcut->forward(x, s.b);
+      add_into(s.a, s.b, x);  // x is dead: scratch for a reblock
+    } else {
+      add_into(s.a, x, s.b);
+    }
+    std::swap(x, s.a);
   }
 };
 
 // Single-head self-attention over the H*W positions, C channels.
 struct AttnBlock {
-  nn::GroupNorm norm;
+  Norm norm;
   nn::Linear q, k, v, proj_out;
   int64_t channels = 0;
 
@@ -189,44 +276,38 @@ struct AttnBlock {
             w.conv1x1_as_linear(prefix + "proj_out.", channels),
             channels};
   }
-  Tensor forward(const Tensor& x) const {
-    const int64_t hw = x.dim(1) * x.dim(2);
-    const Tensor h = transpose(norm.forward(x).data<float>(), channels, hw);  // [C, HW] -> [HW, C]
-    const Tensor hq = q.forward(h), hk = k.forward(h), hv = v.forward(h);     // [HW, C] = [1 head, HW, C]
-    Tensor a = Tensor::empty(DType::f32, {hw, channels});
+  void forward(FeatureMap& x, Scratch& s) const {
+    const int64_t hw = x.height() * x.width();
+    norm.forward(x, s.a, false);
+    Tensor h = Tensor::empty(DType::f32, {hw, channels});  // [C, HW] -> [HW, C]
+    s.a.to_rows(h.mut<float>());
+    const Tensor hq = q.forward(h), hk = k.forward(h), hv = v.forward(h);  // [HW, C] = [1 head, HW, C]
     kernels::AttentionParams p;
     p.n_heads = 1;
     p.len_q = p.len_k = hw;
     p.head_dim = channels;
     p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(channels)));
-    kernels::attention(p, hq.data<float>(), hk.data<float>(), hv.data<float>(), a.mut<float>());
-    Tensor out = transpose(proj_out.forward(a).data<float>(), hw, channels).reshape(x.shape());
-    add_into(out, x);  // x + proj_out(attn)
-    return out;
+    kernels::attention(p, hq.data<float>(), hk.data<float>(), hv.data<float>(), h.mut<float>());
+    x.add_rows(proj_out.forward(h).data<float>());  // x + proj_out(attn)
   }
 };
 
-// Pads right and bottom by one, then a 3x3 stride-2 convolution.
 struct Downsample {
-  nn::Conv2d conv;
-  static Downsample bind(AeWeights& w, const std::string& prefix, int64_t channels) {
-    Downsample d{w.conv(prefix + "conv.", channels, channels, 3, 2, 0)};
-    d.conv.pad_bottom = d.conv.pad_right = 1;
-    return d;
+  Conv conv;  // pads right and bottom by one, 3x3 stride 2
+  void forward(FeatureMap& x, Scratch& s) const {
+    conv.forward(x, s.a);
+    std::swap(x, s.a);
   }
-  Tensor forward(const Tensor& x) const { return conv.forward(x); }
 };
 
 // Nearest-neighbour x2, then a 3x3 convolution.
 struct Upsample {
-  nn::Conv2d conv;
-  static Upsample bind(AeWeights& w, const std::string& prefix, int64_t channels) {
-    return {w.conv(prefix + "conv.", channels, channels, 3)};
-  }
-  Tensor forward(const Tensor& x) const {
-    Tensor up = Tensor::empty(DType::f32, {x.dim(0), 2 * x.dim(1), 2 * x.dim(2)});
-    kernels::upsample_nearest2x(x.data<float>(), up.mut<float>(), x.dim(0), x.dim(1), x.dim(2));
-    return conv.forward(up);
+  Conv conv;
+  void forward(FeatureMap& x, Scratch& s) const {
+    s.a.reshape(x.channels(), 2 * x.height(), 2 * x.width(), x.block());
+    kernels::upsample_nearest2x_blocked(x.data(), s.a.data(), x.channels(), x.height(), x.width(), x.block());
+    conv.forward(s.a, s.b);
+    std::swap(x, s.b);
   }
 };
 
@@ -239,7 +320,11 @@ struct Mid {
             AttnBlock::bind(w, prefix + "attn_1.", channels),
             ResnetBlock::bind(w, prefix + "block_2.", channels, channels)};
   }
-  Tensor forward(const Tensor& x) const { return block_2.forward(attn_1.forward(block_1.forward(x))); }
+  void forward(FeatureMap& x, Scratch& s) const {
+    block_1.forward(x, s);
+    attn_1.forward(x, s);
+    block_2.forward(x, s);
+  }
 };
 
 struct Level {
@@ -248,15 +333,31 @@ struct Level {
   std::optional<Upsample> upsample;
 };
 
+// [C, H, W] plain -> a FeatureMap in the convolutions' block (plain when C is not a multiple of it).
+FeatureMap input_map(const Tensor& t) {
+  const int64_t c = t.dim(0), block = kernels::conv_preferred_block();
+  FeatureMap m;
+  m.from_plain(t.data<float>(), c, t.dim(1), t.dim(2), c % block == 0 ? block : 1);
+  return m;
+}
+
+Tensor output_tensor(const FeatureMap& m) {
+  Tensor t = Tensor::empty(DType::f32, {m.channels(), m.height(), m.width()});
+  m.to_plain(t.mut<float>());
+  return t;
+}
+
 struct Encoder {
-  nn::Conv2d conv_in;
+  Conv conv_in;
   std::vector<Level> down;
   std::optional<Mid> mid;
-  nn::GroupNorm norm_out;
-  nn::Conv2d conv_out;
+  Norm norm_out;
+  Conv conv_out;
+  std::vector<int64_t> channels;  // per level
 
   static Encoder bind(AeWeights& w, const AutoEncoderParams& p) {
     Encoder e;
+    e.channels = level_channels(p);
     const auto n_levels = static_cast<int64_t>(p.ch_mult.size());
     e.conv_in = w.conv("encoder.conv_in.", p.in_channels, p.ch, 3);
     int64_t block_in = p.ch;
@@ -269,7 +370,7 @@ struct Encoder {
         block_in = block_out;
       }
       if (i != n_levels - 1)
-        level.downsample = Downsample::bind(w, str_cat("encoder.down.", i, ".downsample."), block_in);
+        level.downsample = Downsample{w.downsample_conv(str_cat("encoder.down.", i, ".downsample.conv."), block_in)};
       e.down.push_back(std::move(level));
     }
     e.mid = Mid::bind(w, "encoder.mid.", block_in);
@@ -279,25 +380,33 @@ struct Encoder {
   }
   // x: [in_channels, H, W] -> moments [2 z_channels, H/8, W/8]
   Tensor forward(const Tensor& x) const {
-    Tensor h = conv_in.forward(x);
+    const FeatureMap in = input_map(x);
+    FeatureMap h;
+    Scratch s;
+    reserve(h, s, widest_map(channels, x.dim(1) * x.dim(2)));
+    conv_in.forward(in, h);
     for (const Level& level : down) {
-      for (const ResnetBlock& b : level.block) h = b.forward(h);
-      if (level.downsample) h = level.downsample->forward(h);
+      for (const ResnetBlock& b : level.block) b.forward(h, s);
+      if (level.downsample) level.downsample->forward(h, s);
     }
-    h = mid->forward(h);
-    return conv_out.forward(swish(norm_out.forward(h)));
+    mid->forward(h, s);
+    norm_out.forward(h, s.a, true);
+    conv_out.forward(s.a, s.b);
+    return output_tensor(s.b);
   }
 };
 
 struct Decoder {
-  nn::Conv2d conv_in;
+  Conv conv_in;
   std::optional<Mid> mid;
   std::vector<Level> up;  // up[0] is the full-resolution level; run from up[n-1] down to up[0]
-  nn::GroupNorm norm_out;
-  nn::Conv2d conv_out;
+  Norm norm_out;
+  Conv conv_out;
+  std::vector<int64_t> channels;  // per level
 
   static Decoder bind(AeWeights& w, const AutoEncoderParams& p) {
     Decoder d;
+    d.channels = level_channels(p);
     const auto n_levels = static_cast<int64_t>(p.ch_mult.size());
     int64_t block_in = p.ch * p.ch_mult.back();
     d.conv_in = w.conv("decoder.conv_in.", p.z_channels, block_in, 3);
@@ -310,7 +419,7 @@ struct Decoder {
         level.block.push_back(ResnetBlock::bind(w, str_cat("decoder.up.", i, ".block.", j, "."), block_in, block_out));
         block_in = block_out;
       }
-      if (i != 0) level.upsample = Upsample::bind(w, str_cat("decoder.up.", i, ".upsample."), block_in);
+      if (i != 0) level.upsample = Upsample{w.conv(str_cat("decoder.up.", i, ".upsample.conv."), block_in, block_in, 3)};
     }
     d.norm_out = w.norm("decoder.norm_out.", block_in);
     d.conv_out = w.conv("decoder.conv_out.", block_in, p.out_ch, 3);
@@ -318,12 +427,19 @@ struct Decoder {
   }
   // z: [z_channels, h, w] -> [out_ch, 8h, 8w]
   Tensor forward(const Tensor& z) const {
-    Tensor h = mid->forward(conv_in.forward(z));
+    const FeatureMap in = input_map(z);
+    FeatureMap h;
+    Scratch s;
+    reserve(h, s, widest_map(channels, 64 * z.dim(1) * z.dim(2)));
+    conv_in.forward(in, h);
+    mid->forward(h, s);
     for (auto level = up.rbegin(); level != up.rend(); ++level) {
-      for (const ResnetBlock& b : level->block) h = b.forward(h);
-      if (level->upsample) h = level->upsample->forward(h);
+      for (const ResnetBlock& b : level->block) b.forward(h, s);
+      if (level->upsample) level->upsample->forward(h, s);
     }
-    return conv_out.forward(swish(norm_out.forward(h)));
+    norm_out.forward(h, s.a, true);
+    conv_out.forward(s.a, s.b);
+    return output_tensor(s.b);
   }
 };
 
@@ -401,10 +517,10 @@ AutoEncoderParams AutoEncoderParams::resolve(const WeightStore& store, const std
   return p;
 }
 
-AutoEncoder AutoEncoder::load(WeightStore& store, const AutoEncoderParams& params) {
+AutoEncoder AutoEncoder::load(WeightStore& store, const AutoEncoderParams& params, const AutoEncoderOptions& options) {
   FLUX_CHECK(!params.ch_mult.empty() && params.ch > 0 && params.ch % kGroups == 0, "autoencoder: ch ", params.ch,
              " must be a positive multiple of ", kGroups);
-  AeWeights w(store, static_cast<int64_t>(params.ch_mult.size()));
+  AeWeights w(store, static_cast<int64_t>(params.ch_mult.size()), options);
   auto impl = std::make_shared<Impl>();
   impl->decoder = Decoder::bind(w, params);
   if (store.contains(w.name("encoder.conv_in.weight"))) impl->encoder = Encoder::bind(w, params);
@@ -418,24 +534,47 @@ AutoEncoder AutoEncoder::load(WeightStore& store, const AutoEncoderParams& param
 
 bool AutoEncoder::has_encoder() const { return impl_ && impl_->encoder.has_value(); }
 
-Tensor AutoEncoder::decode(const Tensor& z_in) const {
+DType AutoEncoder::compute_dtype() const {
+  FLUX_CHECK(impl_ != nullptr, "AutoEncoder: model not loaded");
+  return impl_->decoder.conv_in.op.compute_dtype();
+}
+
+uint64_t AutoEncoder::decode_activation_bytes(const AutoEncoderParams& p, int64_t width, int64_t height) {
+  // The widest full-resolution map: level 1's upsampling convolution runs at H x W with ch * ch_mult[1]
+  // channels; a pass holds three maps (the block's input and two scratch maps).
+  int64_t widest = p.ch * p.ch_mult.front();
+  if (p.ch_mult.size() > 1) widest = std::max(widest, p.ch * p.ch_mult[1]);
+  return uint64_t{3} * sizeof(float) * static_cast<uint64_t>(widest) * static_cast<uint64_t>(width) *
+         static_cast<uint64_t>(height);
+}
+
+VaeTiling AutoEncoder::auto_tiling(const AutoEncoderParams& p, int64_t width, int64_t height) {
+  VaeTiling t;
+  if (decode_activation_bytes(p, width, height) > kAutoTileBytes) t.tile = kAutoTile;
+  return t;
+}
+
+Tensor AutoEncoder::decode(const Tensor& z_in, const VaeTiling& tiling) const {
   FLUX_CHECK(impl_ != nullptr, "AutoEncoder.decode: model not loaded");
   Tensor z = image_of(z_in, params_.z_channels, "decode").clone();
   float* v = z.mut<float>();
   for (int64_t i = 0; i < z.numel(); ++i) v[i] = v[i] / params_.scale_factor + params_.shift_factor;
-  return impl_->decoder.forward(z);
+  const Decoder& decoder = impl_->decoder;
+  return run_tiled(z, TileScale::decode, params_.out_ch, tiling, [&](const Tensor& t) { return decoder.forward(t); });
 }
 
-Tensor AutoEncoder::encode_moments(const Tensor& x) const {
+Tensor AutoEncoder::encode_moments(const Tensor& x, const VaeTiling& tiling) const {
   FLUX_CHECK(has_encoder(), "AutoEncoder.encode: the autoencoder weights have no encoder");
   const Tensor img = image_of(x, params_.in_channels, "encode");
   FLUX_CHECK(img.dim(1) % 8 == 0 && img.dim(2) % 8 == 0, "AutoEncoder.encode: image size ", img.dim(1), "x", img.dim(2),
              " must be a multiple of 8");
-  return impl_->encoder->forward(img);
+  const Encoder& encoder = *impl_->encoder;
+  return run_tiled(img, TileScale::encode, 2 * params_.z_channels, tiling,
+                   [&](const Tensor& t) { return encoder.forward(t); });
 }
 
-Tensor AutoEncoder::encode(const Tensor& x) const {
-  const Tensor moments = encode_moments(x);  // [2 z, h, w]: mean, logvar
+Tensor AutoEncoder::encode(const Tensor& x, const VaeTiling& tiling) const {
+  const Tensor moments = encode_moments(x, tiling);  // [2 z, h, w]: mean, logvar
   const int64_t zc = params_.z_channels, hw = moments.dim(1) * moments.dim(2);
   Tensor z = Tensor::empty(DType::f32, {zc, moments.dim(1), moments.dim(2)});
   const float* mean = moments.data<float>();

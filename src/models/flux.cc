@@ -2,7 +2,9 @@
 #include "models/flux.h"
 
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "kernels/activation.h"
@@ -153,6 +155,25 @@ struct Flux::Impl {
   LastLayer final_layer;
 };
 
+// The blocks' Workspace kept between forward calls, shared by copies of a Flux. A forward that finds it in use
+// (a concurrent call) makes a Workspace of its own.
+struct Flux::Scratch {
+  std::mutex mutex;
+  std::unique_ptr<transformer::Workspace> ws;
+};
+
+size_t Flux::scratch_bytes() const {
+  if (!scratch_) return 0;
+  std::lock_guard lock(scratch_->mutex);
+  return scratch_->ws ? scratch_->ws->bytes() : 0;
+}
+
+void Flux::release_scratch() const {
+  if (!scratch_) return;
+  std::lock_guard lock(scratch_->mutex);
+  scratch_->ws.reset();
+}
+
 void Flux::strip_checkpoint_prefix(WeightStore& store) {
   if (!store.contains("img_in.weight") && !store.contains("x_embedder.weight"))
     store.strip_prefix("model.diffusion_model.");
@@ -185,6 +206,7 @@ Flux Flux::load(WeightStore& store, const FluxParams& params, kernels::WeightMod
   Flux f;
   f.params_ = p;
   f.impl_ = std::move(impl);
+  f.scratch_ = std::make_shared<Scratch>();
   return f;
 }
 
@@ -213,8 +235,16 @@ Tensor Flux::forward(const Tensor& img_in, const Tensor& img_ids_in, const Tenso
   emit("vec", vec);
   const Tensor silu_vec = nn::silu(vec.clone());  // every Modulation / the final layer take silu(vec)
 
+  std::unique_lock lock(scratch_->mutex, std::try_to_lock);
+  std::optional<transformer::Workspace> own;
+  if (lock.owns_lock() && !(scratch_->ws && scratch_->ws->fits(n_txt, n_img))) {
+    scratch_->ws.reset();  // the old one first: both together may not fit
+    scratch_->ws = std::make_unique<transformer::Workspace>(p, n_txt, n_img);
+  }
+  transformer::Workspace& ws = lock.owns_lock() ? *scratch_->ws : own.emplace(p, n_txt, n_img);
+
   // x = cat(txt_in(txt), img_in(img)): [n_txt + n_img, hidden]
-  Tensor x = Tensor::empty(DType::f32, {n_txt + n_img, hidden});
+  Tensor& x = ws.x;
   m.txt_in.op.forward(txt.data<float>(), n_txt, x.mut<float>());
   m.img_in.op.forward(img.data<float>(), n_img, x.mut<float>() + n_txt * hidden);
   Tensor ids = Tensor::empty(DType::f32, {n_txt + n_img, 3});
@@ -224,7 +254,6 @@ Tensor Flux::forward(const Tensor& img_in, const Tensor& img_ids_in, const Tenso
   emit("txt_in", x.slice_rows(0, n_txt));
   emit("img_in", x.slice_rows(n_txt, n_txt + n_img));
 
-  transformer::Workspace ws(p, n_txt, n_img);
   for (size_t i = 0; i < m.double_blocks.size(); ++i) {
     if (stop.stop_requested()) throw Cancelled();
     m.double_blocks[i].forward(x.mut<float>(), silu_vec, pe, ws);
@@ -239,7 +268,8 @@ Tensor Flux::forward(const Tensor& img_in, const Tensor& img_ids_in, const Tenso
     if (tap) tap(str_cat("single_blocks.", i), x);
   }
   if (stop.stop_requested()) throw Cancelled();
-  Tensor out = m.final_layer.forward(x.data<float>() + n_txt * hidden, n_img, silu_vec);  // [n_img, out_channels]
+  // [n_img, out_channels]
+  Tensor out = m.final_layer.forward(x.data<float>() + n_txt * hidden, n_img, silu_vec, ws);
   emit("final", out);
   return out;
 }

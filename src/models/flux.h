@@ -57,13 +57,22 @@ class Flux {
   // img: F32 [S, in_channels] packed latent; img_ids: F32 [S, 3]; txt: F32 [L, context_in_dim];
   // txt_ids: F32 [L, 3]; t in [0, 1]; y: F32 [vec_in_dim]; guidance used only when guidance_embed.
   // Returns F32 [S, out_channels]. Checks `stop` between blocks (throws Cancelled).
+  // The blocks' scratch (and the hidden state) is sized for the sequence on the first call and kept for the
+  // next calls of the same sequence length (the steps of a generation): a step allocates nothing per block.
+  // Tapped tensors are views of that scratch, valid until the next forward.
   Tensor forward(const Tensor& img, const Tensor& img_ids, const Tensor& txt, const Tensor& txt_ids, float t,
                  const Tensor& y, float guidance, std::stop_token stop = {}, const TensorTap& tap = {}) const;
+  // Bytes of scratch kept between forward calls (0 before the first, or after release_scratch).
+  size_t scratch_bytes() const;
+  // Frees the kept scratch (e.g. once the denoising loop is done: about 1 GB at 1024x1024).
+  void release_scratch() const;
 
  private:
   struct Impl;
+  struct Scratch;
   FluxParams params_;
   std::shared_ptr<const Impl> impl_;
+  std::shared_ptr<Scratch> scratch_;  // made by load()
 };
 
 }  // namespace flux

@@ -2,13 +2,13 @@
 // reference; the row loops around the kernels only split work over the thread pool.
 #include "models/flux_blocks.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
 #include "base/thread_pool.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
-#include "kernels/norm.h"
 
 namespace flux::transformer {
 namespace {
@@ -22,48 +22,39 @@ void for_rows(int64_t rows, Fn&& fn, int64_t grain = 8) {
       rows, [&](int64_t b, int64_t e) { fn(b, e); }, grain);
 }
 
-// y = (1 + scale) * LayerNorm(x) + shift, rows of length dim (BFL: img_norm1 / img_mod1 etc.)
-void norm_modulate(const float* x, float* y, int64_t rows, int64_t dim, const ModulationOut& m) {
-  for_rows(rows, [&](int64_t b, int64_t e) {
-    kernels::layer_norm(x + b * dim, y + b * dim, e - b, dim, nullptr, nullptr, kNormEps);
-    kernels::modulate(y + b * dim, y + b * dim, e - b, dim, m.shift, m.scale);
-  });
+// Runs fn, adding its seconds to ws.timings->*field when the workspace collects timings (bench_flux_block).
+template <typename Fn>
+void timed(Workspace& ws, double Workspace::Timings::* field, Fn&& fn) {
+  if (ws.timings == nullptr) return fn();
+  const auto t0 = std::chrono::steady_clock::now();
+  fn();
+  ws.timings->*field += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// x += gate * y over rows of length dim.
-void add_gated(float* x, const float* y, const float* gate, int64_t rows, int64_t dim) {
-  for_rows(rows, [&](int64_t b, int64_t e) { kernels::add_gated(x + b * dim, y + b * dim, gate, e - b, dim); });
+// y: [m, out] = x: [m, in] W^T + b
+void product(const nn::Linear& l, const float* x, int64_t m, float* y, Workspace& ws) {
+  timed(ws, &Workspace::Timings::products, [&] { l.op.forward(x, m, y); });
 }
 
-void gelu_rows(float* x, int64_t rows, int64_t dim) {
-  for_rows(rows, [&](int64_t b, int64_t e) { kernels::gelu_tanh(x + b * dim, x + b * dim, (e - b) * dim); });
-}
-
-// One stream's qkv rows (K H D: q | k | v, each heads x head_dim) -> ws.q/k/v [H, n_rows, D] at rows
-// [offset, offset + n): QKNorm on q and k, then RoPE on adjacent pairs (BFL math.py apply_rope).
-void split_heads(const float* qkv, int64_t n, int64_t stride, int64_t offset, const QKNorm& norm, int64_t heads,
-                 int64_t head_dim, const PositionEmbedding& pe, Workspace& ws) {
+// One stream's qkv rows (K H D: q | k | v, each heads x head_dim; row stride `stride`) -> ws.q/k/v
+// [H, n_rows, D] at rows [offset, offset + n): q and k through QKNorm and RoPE (BFL math.py apply_rope) in the
+// pass that writes them, v copied.
+void write_qkv(const float* qkv, int64_t n, int64_t stride, int64_t offset, const QKNorm& norm, int64_t heads,
+               int64_t head_dim, const PositionEmbedding& pe, Workspace& ws) {
   const int64_t hidden = heads * head_dim, half = head_dim / 2, n_rows = ws.n_rows;
-  float* q = ws.q.mut<float>();
-  float* k = ws.k.mut<float>();
+  const float* cos = pe.cos.data<float>() + offset * half;
+  const float* sin = pe.sin.data<float>() + offset * half;
+  kernels::rms_norm_rope(qkv, stride, n, heads, head_dim, norm.query_norm.weight.data<float>(), kNormEps, cos, sin,
+                         ws.q.mut<float>() + offset * head_dim, n_rows);
+  kernels::rms_norm_rope(qkv + hidden, stride, n, heads, head_dim, norm.key_norm.weight.data<float>(), kNormEps, cos,
+                         sin, ws.k.mut<float>() + offset * head_dim, n_rows);
   float* v = ws.v.mut<float>();
-  const float* cos = pe.cos.data<float>();
-  const float* sin = pe.sin.data<float>();
-  const float* q_scale = norm.query_norm.weight.data<float>();
-  const float* k_scale = norm.key_norm.weight.data<float>();
   for_rows(n, [&](int64_t b, int64_t e) {
-    for (int64_t l = b; l < e; ++l) {
-      const float* row = qkv + l * stride;
-      const int64_t pos = offset + l;
+    for (int64_t l = b; l < e; ++l)
       for (int64_t h = 0; h < heads; ++h) {
-        const int64_t at = (h * n_rows + pos) * head_dim;  // [H, n_rows, D]
-        kernels::rms_norm(row + h * head_dim, q + at, 1, head_dim, q_scale, kNormEps);
-        kernels::rms_norm(row + hidden + h * head_dim, k + at, 1, head_dim, k_scale, kNormEps);
-        std::memcpy(v + at, row + 2 * hidden + h * head_dim, sizeof(float) * static_cast<size_t>(head_dim));
-        kernels::rope(q + at, 1, 1, head_dim, cos + pos * half, sin + pos * half);
-        kernels::rope(k + at, 1, 1, head_dim, cos + pos * half, sin + pos * half);
+        std::memcpy(v + (h * n_rows + offset + l) * head_dim, qkv + l * stride + 2 * hidden + h * head_dim,
+                    sizeof(float) * static_cast<size_t>(head_dim));
       }
-    }
   });
 }
 
@@ -75,7 +66,9 @@ void attention(int64_t heads, int64_t head_dim, bool bf16, Workspace& ws) {
   p.head_dim = head_dim;
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
   p.bf16 = bf16;
-  kernels::attention(p, ws.q.data<float>(), ws.k.data<float>(), ws.v.data<float>(), ws.attn.mut<float>());
+  timed(ws, &Workspace::Timings::attention, [&] {
+    kernels::attention(p, ws.q.data<float>(), ws.k.data<float>(), ws.v.data<float>(), ws.attn.mut<float>());
+  });
 }
 
 }  // namespace
@@ -145,6 +138,8 @@ Workspace::Workspace(const FluxParams& p, int64_t n_txt_, int64_t n_img_)
     : n_txt(n_txt_), n_img(n_img_), n_rows(n_txt_ + n_img_) {
   const int64_t hidden = p.hidden_size, mlp = static_cast<int64_t>(static_cast<float>(hidden) * p.mlp_ratio);
   const int64_t head_dim = hidden / p.num_heads;
+  x = Tensor::empty(DType::f32, {n_rows, hidden});
+  mod = Tensor::empty(DType::f32, {2, 6 * hidden});
   x_mod = Tensor::empty(DType::f32, {n_rows, hidden});
   wide = Tensor::empty(DType::f32, {n_rows, 3 * hidden + mlp});
   q = Tensor::empty(DType::f32, {p.num_heads, n_rows, head_dim});
@@ -153,6 +148,12 @@ Workspace::Workspace(const FluxParams& p, int64_t n_txt_, int64_t n_img_)
   attn = Tensor::empty(DType::f32, {n_rows, hidden});
   cat = Tensor::empty(DType::f32, {n_rows, hidden + mlp});
   out = Tensor::empty(DType::f32, {n_rows, hidden});
+}
+
+size_t Workspace::bytes() const {
+  size_t total = 0;
+  for (const Tensor* t : {&x, &mod, &x_mod, &wide, &q, &k, &v, &attn, &cat, &out}) total += t->nbytes();
+  return total;
 }
 
 // ---- modules ----
@@ -171,8 +172,8 @@ Modulation Modulation::bind(FluxWeights& w, const std::string& prefix, int64_t h
   return m;
 }
 
-ModulationOut Modulation::chunk(const Tensor& out, int index) const {
-  const float* base = out.data<float>() + static_cast<int64_t>(index) * 3 * hidden;
+ModulationOut Modulation::chunk(const float* out, int index) const {
+  const float* base = out + static_cast<int64_t>(index) * 3 * hidden;
   return {base, base + hidden, base + 2 * hidden};  // (shift, scale, gate)
 }
 
@@ -210,38 +211,45 @@ void DoubleStreamBlock::forward(float* x, const Tensor& silu_vec, const Position
   const int64_t head_dim = hidden / num_heads, n_txt = ws.n_txt, n_img = ws.n_img;
   float* txt = x;                   // [n_txt, hidden]
   float* img = x + n_txt * hidden;  // [n_img, hidden]
-  const Tensor img_m = img_mod.forward(silu_vec), txt_m = txt_mod.forward(silu_vec);
-  const ModulationOut img_mod1 = img_mod.chunk(img_m, 0), img_mod2 = img_mod.chunk(img_m, 1);
-  const ModulationOut txt_mod1 = txt_mod.chunk(txt_m, 0), txt_mod2 = txt_mod.chunk(txt_m, 1);
+  float* mods = ws.mod.mut<float>();  // [2, 6 hidden]: img_mod, txt_mod
+  timed(ws, &Workspace::Timings::products, [&] {
+    img_mod.forward(silu_vec, mods);
+    txt_mod.forward(silu_vec, mods + 6 * hidden);
+  });
+  const ModulationOut img_mod1 = img_mod.chunk(mods, 0), img_mod2 = img_mod.chunk(mods, 1);
+  const ModulationOut txt_mod1 = txt_mod.chunk(mods + 6 * hidden, 0), txt_mod2 = txt_mod.chunk(mods + 6 * hidden, 1);
   float* x_mod = ws.x_mod.mut<float>();  // [n_rows, hidden], txt rows first
   float* qkv = ws.wide.mut<float>();     // as [n_rows, 3 hidden]
   float* out = ws.out.mut<float>();      // [n_rows, hidden]
   const float* attn = ws.attn.data<float>();
 
   // Attention over cat(txt, img): each stream's own qkv projection and QKNorm, one joint softmax.
-  norm_modulate(txt, x_mod, n_txt, hidden, txt_mod1);
-  norm_modulate(img, x_mod + n_txt * hidden, n_img, hidden, img_mod1);
-  txt_attn.qkv.op.forward(x_mod, n_txt, qkv);
-  img_attn.qkv.op.forward(x_mod + n_txt * hidden, n_img, qkv + n_txt * 3 * hidden);
-  split_heads(qkv, n_txt, 3 * hidden, 0, txt_attn.norm, num_heads, head_dim, pe, ws);
-  split_heads(qkv + n_txt * 3 * hidden, n_img, 3 * hidden, n_txt, img_attn.norm, num_heads, head_dim, pe, ws);
+  // x_mod = (1 + scale1) * LN(x) + shift1
+  kernels::layer_norm_modulate(txt, x_mod, n_txt, hidden, txt_mod1.shift, txt_mod1.scale, kNormEps);
+  kernels::layer_norm_modulate(img, x_mod + n_txt * hidden, n_img, hidden, img_mod1.shift, img_mod1.scale, kNormEps);
+  product(txt_attn.qkv, x_mod, n_txt, qkv, ws);
+  product(img_attn.qkv, x_mod + n_txt * hidden, n_img, qkv + n_txt * 3 * hidden, ws);
+  write_qkv(qkv, n_txt, 3 * hidden, 0, txt_attn.norm, num_heads, head_dim, pe, ws);
+  write_qkv(qkv + n_txt * 3 * hidden, n_img, 3 * hidden, n_txt, img_attn.norm, num_heads, head_dim, pe, ws);
   attention(num_heads, head_dim, attention_bf16, ws);  // [n_rows, hidden]
-  txt_attn.proj.op.forward(attn, n_txt, out);
-  img_attn.proj.op.forward(attn + n_txt * hidden, n_img, out + n_txt * hidden);
-  add_gated(txt, out, txt_mod1.gate, n_txt, hidden);
-  add_gated(img, out + n_txt * hidden, img_mod1.gate, n_img, hidden);
+  product(txt_attn.proj, attn, n_txt, out, ws);
+  product(img_attn.proj, attn + n_txt * hidden, n_img, out + n_txt * hidden, ws);
+  // x += gate1 * proj(attn), and in the same pass the MLP's input x_mod = (1 + scale2) * LN(x) + shift2
+  kernels::add_gated_layer_norm_modulate(txt, out, txt_mod1.gate, x_mod, n_txt, hidden, txt_mod2.shift,
+                                         txt_mod2.scale, kNormEps);
+  kernels::add_gated_layer_norm_modulate(img, out + n_txt * hidden, img_mod1.gate, x_mod + n_txt * hidden, n_img,
+                                         hidden, img_mod2.shift, img_mod2.scale, kNormEps);
 
-  // MLPs: x += gate * fc2(gelu(fc1((1 + scale) * LN(x) + shift)))
+  // MLPs: x += gate2 * fc2(gelu(fc1(x_mod)))
   float* mlp = ws.wide.mut<float>();  // as [n, mlp_hidden]
-  const auto run_mlp = [&](float* s, int64_t n, const MLP& m, const ModulationOut& mod) {
-    norm_modulate(s, x_mod, n, hidden, mod);
-    m.fc1.op.forward(x_mod, n, mlp);
-    gelu_rows(mlp, n, mlp_hidden);
-    m.fc2.op.forward(mlp, n, out);
-    add_gated(s, out, mod.gate, n, hidden);
+  const auto run_mlp = [&](float* s, const float* s_mod, int64_t n, const MLP& m, const float* gate) {
+    product(m.fc1, s_mod, n, mlp, ws);
+    kernels::gelu_tanh(mlp, mlp, n * mlp_hidden);
+    product(m.fc2, mlp, n, out, ws);
+    kernels::add_gated(s, out, gate, n, hidden);
   };
-  run_mlp(img, n_img, img_mlp, img_mod2);
-  run_mlp(txt, n_txt, txt_mlp, txt_mod2);
+  run_mlp(img, x_mod + n_txt * hidden, n_img, img_mlp, img_mod2.gate);
+  run_mlp(txt, x_mod, n_txt, txt_mlp, txt_mod2.gate);
 }
 
 SingleStreamBlock SingleStreamBlock::bind(FluxWeights& w, const std::string& prefix, const FluxParams& p) {
@@ -259,16 +267,17 @@ SingleStreamBlock SingleStreamBlock::bind(FluxWeights& w, const std::string& pre
 
 void SingleStreamBlock::forward(float* x, const Tensor& silu_vec, const PositionEmbedding& pe, Workspace& ws) const {
   const int64_t head_dim = hidden / num_heads, n = ws.n_rows, width = 3 * hidden + mlp_hidden;
-  const Tensor mod_out = modulation.forward(silu_vec);
-  const ModulationOut mod = modulation.chunk(mod_out, 0);
+  float* mods = ws.mod.mut<float>();  // [3 hidden]
+  timed(ws, &Workspace::Timings::products, [&] { modulation.forward(silu_vec, mods); });
+  const ModulationOut mod = modulation.chunk(mods, 0);
   float* x_mod = ws.x_mod.mut<float>();
   float* lin1 = ws.wide.mut<float>();  // [n, 3 hidden + mlp]: qkv | mlp
   float* cat = ws.cat.mut<float>();    // [n, hidden + mlp]
   float* out = ws.out.mut<float>();
 
-  norm_modulate(x, x_mod, n, hidden, mod);  // pre_norm
-  linear1.op.forward(x_mod, n, lin1);
-  split_heads(lin1, n, width, 0, norm, num_heads, head_dim, pe, ws);
+  kernels::layer_norm_modulate(x, x_mod, n, hidden, mod.shift, mod.scale, kNormEps);  // pre_norm, modulated
+  product(linear1, x_mod, n, lin1, ws);
+  write_qkv(lin1, n, width, 0, norm, num_heads, head_dim, pe, ws);
   attention(num_heads, head_dim, attention_bf16, ws);
   const float* attn = ws.attn.data<float>();
   for_rows(n, [&](int64_t b, int64_t e) {  // cat(attn, gelu_tanh(mlp))
@@ -277,8 +286,8 @@ void SingleStreamBlock::forward(float* x, const Tensor& silu_vec, const Position
       kernels::gelu_tanh(lin1 + l * width + 3 * hidden, cat + l * (hidden + mlp_hidden) + hidden, mlp_hidden);
     }
   });
-  linear2.op.forward(cat, n, out);
-  add_gated(x, out, mod.gate, n, hidden);
+  product(linear2, cat, n, out, ws);
+  kernels::add_gated(x, out, mod.gate, n, hidden);
 }
 
 LastLayer LastLayer::bind(FluxWeights& w, const std::string& prefix, int64_t hidden, int64_t out_channels) {
@@ -289,12 +298,14 @@ LastLayer LastLayer::bind(FluxWeights& w, const std::string& prefix, int64_t hid
   return l;
 }
 
-Tensor LastLayer::forward(const float* x, int64_t n, const Tensor& silu_vec) const {
-  const Tensor mod = adaLN_modulation.forward(silu_vec);  // [1, 2 hidden]: shift, scale
-  const ModulationOut m{mod.data<float>(), mod.data<float>() + hidden, nullptr};
-  Tensor normed = Tensor::empty(DType::f32, {n, hidden});
-  norm_modulate(x, normed.mut<float>(), n, hidden, m);  // norm_final
-  return linear.forward(normed);                        // [n, out_channels]
+Tensor LastLayer::forward(const float* x, int64_t n, const Tensor& silu_vec, Workspace& ws) const {
+  float* mod = ws.mod.mut<float>();  // [2 hidden]: shift, scale
+  adaLN_modulation.op.forward(silu_vec.data<float>(), 1, mod);
+  float* normed = ws.x_mod.mut<float>();  // [n, hidden]
+  kernels::layer_norm_modulate(x, normed, n, hidden, mod, mod + hidden, kNormEps);  // norm_final
+  Tensor out = Tensor::empty(DType::f32, {n, linear.op.out_features()});
+  linear.op.forward(normed, n, out.mut<float>());
+  return out;  // [n, out_channels]
 }
 
 }  // namespace flux::transformer

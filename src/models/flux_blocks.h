@@ -5,8 +5,11 @@
 //
 // Memory layout: the hidden state of both streams lives in ONE buffer x: F32 [n_txt + n_img, hidden], text rows
 // first -- the reference's cat((txt, img), 1) -- so the double blocks update row ranges in place and the single
-// blocks see the concatenation without a copy. Scratch buffers (Workspace) are allocated once per forward and
-// reused by every block: fresh multi-megabyte allocations per block would cost page faults on every step.
+// blocks see the concatenation without a copy. Scratch buffers (Workspace) are allocated once per sequence length
+// and reused by every block of every step: fresh multi-megabyte allocations would cost page faults each time.
+// Around the products, each row is visited once per step of the recipe: the LayerNorm and its modulation in one
+// pass, the gated residual after attention fused with the MLP's pre-norm, QKNorm and RoPE in the pass that writes
+// attention's Q and K.
 #pragma once
 
 #include <array>
@@ -69,16 +72,31 @@ struct EmbedND {
 // Sinusoidal embedding of t * 1000 (BFL math.py timestep_embedding): F32 [1, dim] = [cos, sin].
 Tensor timestep_embedding(float t, int64_t dim);
 
-// Scratch buffers shared by all blocks of one forward pass.
+// Scratch buffers shared by all blocks, sized once for a sequence (n_txt + n_img rows) and kept by Flux from one
+// forward to the next (one denoising step to the next): a step allocates nothing at the block level.
 struct Workspace {
   Workspace(const FluxParams& p, int64_t n_txt, int64_t n_img);
   int64_t n_txt = 0, n_img = 0, n_rows = 0;
+  Tensor x;        // F32 [n_rows, hidden]            the joint hidden state (Flux::forward), txt rows first
+  Tensor mod;      // F32 [2, 6 hidden]               Modulation outputs (img, txt of a double block; row 0 else)
   Tensor x_mod;    // F32 [n_rows, hidden]            normalised, modulated input of a projection
   Tensor wide;     // F32 [n_rows, 3 hidden + mlp]    qkv (double), linear1 output (single), MLP hidden (double)
   Tensor q, k, v;  // F32 [heads, n_rows, head_dim]   attention inputs, after QKNorm and RoPE (q, k)
   Tensor attn;     // F32 [n_rows, hidden]            attention output, heads merged
   Tensor cat;      // F32 [n_rows, hidden + mlp]      single-block linear2 input: [attn | gelu(mlp)]
   Tensor out;      // F32 [n_rows, hidden]            projection output before its gated residual
+
+  // bench_flux_block: when set, the blocks add here the seconds spent in their products (Linear, Modulation
+  // included) and in attention, so what is left of a block's time (norms, modulation, RoPE, activations,
+  // residuals, copies) is measured in the same run.
+  struct Timings {
+    double products = 0, attention = 0;
+  };
+  Timings* timings = nullptr;
+
+  // Whether this workspace fits a sequence of n_txt + n_img rows.
+  bool fits(int64_t txt, int64_t img) const { return txt == n_txt && img == n_img; }
+  size_t bytes() const;
 };
 
 struct MLPEmbedder {
@@ -101,7 +119,9 @@ struct Modulation {
   static Modulation bind(FluxWeights& w, const std::string& prefix, int64_t hidden, bool is_double);
   // silu_vec: F32 [1, hidden] -> [1, multiplier * hidden] (read through chunk())
   Tensor forward(const Tensor& silu_vec) const { return lin.forward(silu_vec); }
-  ModulationOut chunk(const Tensor& out, int index) const;  // index 0 or 1 (double blocks)
+  // The same into out: F32 [multiplier * hidden].
+  void forward(const Tensor& silu_vec, float* out) const { lin.op.forward(silu_vec.data<float>(), 1, out); }
+  ModulationOut chunk(const float* out, int index) const;  // index 0 or 1 (double blocks)
 };
 
 struct QKNorm {
@@ -152,8 +172,8 @@ struct LastLayer {
   nn::Linear linear;            // [out_channels, hidden]
   int64_t hidden = 0;
   static LastLayer bind(FluxWeights& w, const std::string& prefix, int64_t hidden, int64_t out_channels);
-  // x: F32 [n, hidden] (n rows at `x`) -> [n, out_channels]
-  Tensor forward(const float* x, int64_t n, const Tensor& silu_vec) const;
+  // x: F32 [n, hidden] (n rows at `x`) -> [n, out_channels]; ws.x_mod and ws.mod as scratch (n <= ws.n_rows).
+  Tensor forward(const float* x, int64_t n, const Tensor& silu_vec, Workspace& ws) const;
 };
 
 }  // namespace flux::transformer

@@ -123,6 +123,7 @@ struct MemoryPolicy {
   bool prepacked = true;
   ModelBytes bytes;
   ModelShapes shapes;
+  int vae_tile = -1;  // LoadOptions::vae_tile
 };
 
 class FluxPipeline final : public Pipeline {
@@ -284,14 +285,23 @@ class FluxPipeline final : public Pipeline {
       }
       emit(Stage::denoise, k + 1, total, std::move(preview));
     };
-    const Tensor latent = denoise(model, img, timesteps, on_step, stop);
+    // The transformer keeps its scratch from step to step; the residency plan counts on having that memory
+    // back for the decode (and between jobs), also when the job stops early.
+    Tensor latent;
+    try {
+      latent = denoise(model, img, timesteps, on_step, stop);
+    } catch (...) {
+      flux.release_scratch();
+      throw;
+    }
+    flux.release_scratch();
     result.timings.denoise_s = seconds_since(t1);
 
     // Decode.
     const auto t2 = Clock::now();
     if (drop_transformer) models_.release(Component::transformer);
     emit(Stage::decode, total, total);
-    const Tensor image = models_.vae().decode(unpack_latent(latent, h, w));  // [3, H, W]
+    const Tensor image = models_.vae().decode(unpack_latent(latent, h, w), vae_tiling(r));  // [3, H, W]
     result.image = image_from_tensor(image);
     result.timings.decode_s = seconds_since(t2);
     result.timings.total_s = seconds_since(t0);
@@ -299,6 +309,22 @@ class FluxPipeline final : public Pipeline {
   }
 
  private:
+  // --vae-tile, or tiles when the untiled decode's activations would exceed AutoEncoder::kAutoTileBytes.
+  VaeTiling vae_tiling(const GenerateRequest& r) const {
+    const AutoEncoderParams& p = models_.ae_params();
+    VaeTiling t = AutoEncoder::auto_tiling(p, r.width, r.height);
+    if (memory_.vae_tile >= 0) t.tile = memory_.vae_tile;
+    if (t.tile > 0 && t.tile < std::max(r.width, r.height)) {
+      log_info("vae: decoding ", r.width, "x", r.height, " in tiles of at most ", t.tile, " px, overlap ", std::min(t.overlap, t.tile / 2),
+               " px (", memory_.vae_tile >= 0 ? std::string("--vae-tile")
+                                               : str_cat("automatic: untiled, its activations would take ",
+                                                         mib(AutoEncoder::decode_activation_bytes(p, r.width, r.height)),
+                                                         " > ", mib(AutoEncoder::kAutoTileBytes)),
+               ")");
+    }
+    return t;
+  }
+
   void ensure_preview() {
     std::call_once(preview_once_, [&] {
       const auto t0 = Clock::now();
@@ -323,7 +349,8 @@ std::string config_or_file(const ComponentFiles& c) { return c.config.empty() ? 
 
 // Bytes every float weight would take prepacked: its element count times the product dtype's size.
 uint64_t packed_weight_bytes(std::initializer_list<const WeightStore*> stores) {
-  const uint64_t narrow = kernels::linear_compute_dtype() == DType::f32 ? 4 : 2;
+  const DType compute = kernels::linear_compute_dtype();
+  const uint64_t narrow = compute == DType::f32 ? 4 : compute == DType::i8 ? 1 : 2;
   uint64_t bytes = 0;
   for (const WeightStore* store : stores) {
     for (const std::string& name : store->names()) {
@@ -343,6 +370,11 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
                                          const LoadProgress& progress) {
   const auto t0 = Clock::now();
   if (options.n_threads > 0) set_default_threads(options.n_threads);
+  // Before any size estimate or binding: both follow the product dtype. Throws naming the CPU feature a
+  // precision needs and this CPU lacks.
+  kernels::set_default_precision(options.precision);
+  log_info("products: precision ", kernels::precision_name(options.precision), ", 16/8-bit weights multiply in ",
+           dtype_name(kernels::linear_compute_dtype()));
   const ModelFiles files = discover_model_files(paths);
   const TokenizerDirs tok_dirs = find_tokenizer_dirs(files.tokenizers);
   ClipTokenizer clip_tok = ClipTokenizer::load(tok_dirs.clip);
@@ -396,6 +428,9 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
                   : available > 0           ? default_memory_budget(available)
                                             : UINT64_MAX;
   memory.force_drops = options.low_memory;
+  FLUX_CHECK(options.vae_tile >= -1 && (options.vae_tile <= 0 || options.vae_tile >= 64),
+             "--vae-tile: expected -1 (automatic), 0 (off) or at least 64 pixels, got ", options.vae_tile);
+  memory.vae_tile = options.vae_tile;
   auto model_bytes = [&](bool prepacked) {
     auto component = [&](const WeightStore& store) {
       return ComponentBytes{files_bytes(store), prepacked ? packed_weight_bytes({&store}) : 0};

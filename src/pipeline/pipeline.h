@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "io/image.h"
+#include "kernels/matmul.h"
 #include "pipeline/residency.h"
 #include "tensor/tensor.h"
 
@@ -43,6 +44,14 @@ struct LoadOptions {
   // no limit when neither is known.
   uint64_t memory_budget = 0;
   int prompt_cache_entries = 8;  // prompt embeddings kept (PromptCache); 0 = encode every time
+  // VAE decode in tiles of at most this many pixels a side (overlapping, blended): 0 = never; -1 = automatic,
+  // tiles of AutoEncoder::kAutoTile px when the untiled decode's activations would exceed
+  // AutoEncoder::kAutoTileBytes (2 GiB: above about 840x840 with the FLUX VAE).
+  int vae_tile = -1;
+  // What every model's products multiply in (kernels::Precision): automatic = bf16 where the CPU's bf16 dot
+  // product measures faster, else f32; f32 = the exact path of the golden tests; bf16 (needs AVX512_BF16: an
+  // Error names it otherwise); int8 = int8 weights per output feature, activations per token.
+  kernels::Precision precision = kernels::Precision::automatic;
   // The size of the first job, when known at load (generate): a job that cannot fit the budget is refused
   // (OverBudget) before any weight is bound, and the load binds in that job's plan's order. 0 = the default
   // size (1024x1024), and no refusal at load (a server refuses per request).

@@ -57,9 +57,10 @@ void ResidentModels::bind(Component c, WeightStore& store) {
 void ResidentModels::ensure(Component c) {
   if (resident(c)) return;
   const auto t0 = Clock::now();
-  // The loaders other than Flux's take the process-wide mode: this model set's (the same in a real process,
-  // which loads one model set; tests load several in turn).
+  // The loaders other than Flux's take the process-wide mode and precision: this model set's (the same in a
+  // real process, which loads one model set; tests load several in turn).
   kernels::set_default_weight_mode(mode_);
+  kernels::set_default_precision(precision_);
   WeightStore store = WeightStore::open(source(c));
   bind(c, store);
   log_info("memory: re-bound ", component_name(c), " (", mib(store.total_bytes()), " stored) in ", seconds_since(t0),

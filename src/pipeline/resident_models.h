@@ -59,6 +59,7 @@ class ResidentModels {
   FluxParams flux_params_;
   AutoEncoderParams ae_params_;
   kernels::WeightMode mode_;
+  kernels::Precision precision_ = kernels::default_precision();  // the process-wide one when made
   std::optional<ClipTextModel> clip_;
   std::optional<T5Encoder> t5_;
   std::optional<Flux> flux_;

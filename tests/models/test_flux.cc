@@ -193,5 +193,28 @@ TEST(Flux, BflAndDiffusersGiveTheSameOutput) {
   EXPECT_LE(test::compare(a, b).max_rel, 1e-6);
 }
 
+TEST(Flux, KeepsItsScratchBetweenStepsOfOneSequenceLength) {
+  const Flux flux = load_flux(bfl_source("schnell"));
+  const SafetensorsFile g = SafetensorsFile::open(test::golden_dir() + "/transformer_schnell.safetensors");
+  const auto run = [&](const Flux& f, int64_t n_img) {
+    const Tensor img = g.tensor("img"), ids = g.tensor("img_ids");
+    const auto rows = [&](const Tensor& t) { return t.reshape({t.numel() / t.dim(-1), t.dim(-1)}).slice_rows(0, n_img); };
+    return f.forward(rows(img), rows(ids), g.tensor("txt"), g.tensor("txt_ids"), 0.5f, g.tensor("y"), 0.0f).clone();
+  };
+  EXPECT_EQ(flux.scratch_bytes(), 0u);
+  const Tensor first = run(flux, 15);
+  const size_t kept = flux.scratch_bytes();
+  EXPECT_GT(kept, 0u);
+  const Tensor second = run(flux, 15);  // the same scratch again: nothing of the first step leaks into the second
+  EXPECT_EQ(flux.scratch_bytes(), kept);
+  EXPECT_EQ(test::compare(second, first).max_abs, 0.0);
+  const Tensor shorter = run(flux, 9);  // another sequence length: a scratch of its size replaces the old one
+  EXPECT_LT(flux.scratch_bytes(), kept);
+  EXPECT_EQ(test::compare(shorter, run(load_flux(bfl_source("schnell")), 9)).max_abs, 0.0);
+  flux.release_scratch();
+  EXPECT_EQ(flux.scratch_bytes(), 0u);
+  EXPECT_EQ(test::compare(run(flux, 15), first).max_abs, 0.0);
+}
+
 }  // namespace
 }  // namespace flux
