@@ -178,7 +178,9 @@ TEST(ServerScheduling, NoRealtimeIoKeepsTheIoThreadNormal) {
   const json health = parse(http_request(server.port(), "GET", "/health", "", 60s).body);
   EXPECT_EQ(health.value("io_thread", "").rfind("other", 0), 0u) << health.dump();
   for (const auto& t : thread_scheduling(server.pid())) {
-    if (t.tid == server.pid()) EXPECT_EQ(t.policy, 0) << "the I/O thread";
+    if (t.tid == server.pid()) {
+      EXPECT_EQ(t.policy, 0) << "the I/O thread";
+    }
   }
   EXPECT_EQ(server.log().find("real-time priority"), std::string::npos) << server.log();
   EXPECT_EQ(server.terminate(), 0);
