@@ -153,11 +153,9 @@ class AeWeights {
     Tensor b = store_.require_f32(n + "bias", {channels});
     nn::Linear l;
     // The mid block's attention stays out of int8 (a small share of the decode, and its scores feed a softmax).
-    const kernels::Precision precision = kernels::default_precision() == kernels::Precision::int8
-                                             ? kernels::Precision::automatic
-                                             : kernels::default_precision();
     if (w.defined() && b.defined()) {
-      l.op = kernels::Linear(w.reshape({channels, channels}), b, kernels::default_weight_mode(), precision);
+      l.op = kernels::Linear(w.reshape({channels, channels}), b, kernels::default_weight_mode(),
+                             nn::precision_without_int8());
     }
     return l;
   }

@@ -1,6 +1,7 @@
 #include "models/nn.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "kernels/activation.h"
 #include "kernels/conv.h"
@@ -17,11 +18,24 @@ int64_t rows_of(const Tensor& x, int64_t dim) {
 
 }  // namespace
 
+namespace {
+std::atomic<bool> g_int8_everywhere{false};
+}  // namespace
+
+void detail::set_int8_everywhere(bool on) { g_int8_everywhere = on; }
+
+kernels::Precision precision_without_int8() {
+  const kernels::Precision p = kernels::default_precision();
+  return p == kernels::Precision::int8 && !g_int8_everywhere.load() ? kernels::Precision::automatic : p;
+}
+
 Linear Linear::bind(WeightStore& store, const std::string& prefix, int64_t in, int64_t out, bool bias) {
   Tensor w = store.require(prefix + "weight", {out, in});
   Tensor b = bias ? store.require_f32(prefix + "bias", {out}) : Tensor();
   Linear l;
-  if (w.defined() && (!bias || b.defined())) l.op = kernels::Linear(w, b);
+  if (w.defined() && (!bias || b.defined())) {
+    l.op = kernels::Linear(w, b, kernels::default_weight_mode(), precision_without_int8());
+  }
   return l;
 }
 
