@@ -1,12 +1,15 @@
 // bench_matmul: the FLUX linear layers (M = 1280 tokens) through kernels::Linear (f32 and bf16 weights,
 // prepacked and per-call), our own matmul_f32, and a plain oneDNN matmul written here as the baseline, all in
 // the same run; then one FLUX-sized attention. Each figure: warm-up, then the best of a few repetitions.
-// Usage: bench_matmul [reps [attention|quant [two-pass]|int8]]   (default 2 repetitions; "attention" runs only the
+// Usage: bench_matmul [reps [attention|quant [two-pass]|int8|step]]   (default 2 repetitions; "attention" runs only the
 // attention line; "quant" only the stored-form rows: bf16, f16, f8_e4m3, q8_0 and q4_K Linears, prepacked and
 // per call, against bf16 prepacked, on the FLUX shapes at M = 1280 and 4608 and the T5-XXL shapes at M = 256
 // and 512; "two-pass" adds per-call rows packed the old way, widen then oneDNN's reorder; "int8" only the int8
 // rows: Linear at Precision::int8, prepacked and per call, against oneDNN f32 (and bf16) prepacked on the same
-// FLUX and T5 shapes, with the machine's int8 peak probed at start)
+// FLUX and T5 shapes, with the machine's int8 peak probed at start; "step" the products of whole passes: one
+// FLUX denoising step at 512x512 (19 double blocks, image stream M = 1024 and text M = 256, and 38 single
+// blocks, M = 1280) and the T5-XXL encode at 256 and 512 tokens, each distinct shape timed once per stored form
+// per call and as bf16 prepacked, summed with its count per pass)
 #include "kernels/matmul.h"
 
 #include <algorithm>
@@ -134,6 +137,76 @@ void bench_quantized(int reps, bool two_pass) {
   }
 }
 
+// One pass's products: a shape and how many times the pass runs it.
+struct PassShape {
+  int64_t m, k, n, count;
+};
+
+// The products of a pass (FLUX step, T5 encode) per stored form per call, against the bf16 weight prepacked:
+// each shape timed once (best of reps), weighted by its count. The criterion: the stored-form path costs at most
+// 10% per step against prepacked bf16 (only the products differ between the modes, so the whole step's ratio is
+// nearer 1 than this products-only one).
+void bench_pass(int reps, const char* what, const std::vector<PassShape>& shapes) {
+  const char* forms[] = {"bf16", "f16", "f8_e4m3", "q8_0", "q4_K"};
+  double base = 0, flop = 0;
+  std::vector<double> per_call(std::size(forms), 0.0);
+  for (const PassShape& sh : shapes) {
+    const std::vector<float> x = random_vector(size_t(sh.m * sh.k), 1);
+    const Tensor w32 = Tensor::from_f32({sh.n, sh.k}, random_vector(size_t(sh.n * sh.k), 2));
+    const Tensor bias = Tensor::from_f32({sh.n}, random_vector(size_t(sh.n), 3));
+    const auto ones = unit_importance(sh.k);
+    std::vector<float> y(size_t(sh.m * sh.n));
+    auto time = [&](const Tensor& w, kernels::WeightMode mode) {
+      const kernels::Linear lin(w, bias, mode);
+      return best_seconds(reps, [&] { lin.forward(x.data(), sh.m, y.data()); });
+    };
+    const Tensor w16 = w32.to(DType::bf16);
+    const double t_base = time(w16, kernels::WeightMode::prepacked);
+    base += double(sh.count) * t_base;
+    flop += double(sh.count) * 2.0 * double(sh.m) * double(sh.k) * double(sh.n);
+    std::printf("  %5lld x %5lld x %5lld x%-3lld bf16 prepacked %7.1f ms, per call:", static_cast<long long>(sh.m),
+                static_cast<long long>(sh.k), static_cast<long long>(sh.n), static_cast<long long>(sh.count),
+                t_base * 1e3);
+    for (size_t f = 0; f < std::size(forms); ++f) {
+      const std::string name = forms[f];
+      const Tensor w = name == "bf16"      ? w16
+                       : name == "f16"     ? w32.to(DType::f16)
+                       : name == "f8_e4m3" ? random_f8(sh.n, sh.k)
+                       : name == "q8_0"    ? quantize(w32, DType::q8_0, ones.data())
+                                           : quantize(w32, DType::q4_K, ones.data());
+      const double t = time(w, kernels::WeightMode::per_call);
+      per_call[f] += double(sh.count) * t;
+      std::printf(" %s x%.3f", forms[f], t_base / t);
+    }
+    std::printf("\n");
+  }
+  std::printf("%s: products %.1f GFLOP; bf16 prepacked %.2f s (%.1f GFLOP/s)\n", what, flop * 1e-9, base,
+              flop / base * 1e-9);
+  for (size_t f = 0; f < std::size(forms); ++f) {
+    std::printf("  per call %-8s %7.2f s   x%.3f of bf16 prepacked (%+.1f%% time)\n", forms[f], per_call[f],
+                base / per_call[f], 100.0 * (per_call[f] / base - 1.0));
+  }
+}
+
+void bench_steps(int reps) {
+  std::vector<PassShape> flux;
+  for (int64_t m : {int64_t{1024}, int64_t{256}}) {  // a double block's image and text streams
+    flux.push_back({m, 3072, 9216, 19});
+    flux.push_back({m, 3072, 3072, 19});
+    flux.push_back({m, 3072, 12288, 19});
+    flux.push_back({m, 12288, 3072, 19});
+  }
+  flux.push_back({1280, 3072, 21504, 38});  // single blocks: linear1 (qkv + mlp), linear2
+  flux.push_back({1280, 15360, 3072, 38});
+  std::printf("\nFLUX step 512x512 (19 double + 38 single blocks; modulation products left out)\n");
+  bench_pass(reps, "FLUX step 512x512", flux);
+  for (int64_t m : {int64_t{256}, int64_t{512}}) {
+    const std::vector<PassShape> t5{{m, 4096, 4096, 24 * 4}, {m, 4096, 10240, 24 * 2}, {m, 10240, 4096, 24}};
+    std::printf("\nT5-XXL encode, %lld tokens (24 layers)\n", static_cast<long long>(m));
+    bench_pass(reps, m == 256 ? "T5 encode 256 tokens" : "T5 encode 512 tokens", t5);
+  }
+}
+
 // The int8 multiply-accumulate peak of this machine (ops/s): vpdpbusd with AVX512_VNNI, else the AVX2
 // vpmaddubsw + vpmaddwd + vpaddd sequence oneDNN's int8 gemm runs.
 double int8_peak() {
@@ -201,6 +274,12 @@ int main(int argc, char** argv) {
     std::printf("bench_matmul quant: %d threads, isa %s; products in %s; best of %d after a warm-up\n",
                 hardware_threads(), isa_name(isa_level()), dtype_name(kernels::linear_compute_dtype()), reps);
     bench_quantized(reps, argc > 3 && std::string(argv[3]) == "two-pass");
+    return 0;
+  }
+  if (argc > 2 && std::string(argv[2]) == "step") {
+    std::printf("bench_matmul step: %d threads, isa %s; products in %s; best of %d after a warm-up\n",
+                hardware_threads(), isa_name(isa_level()), dtype_name(kernels::linear_compute_dtype()), reps);
+    bench_steps(reps);
     return 0;
   }
   if (argc > 2 && std::string(argv[2]) == "int8") {

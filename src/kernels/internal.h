@@ -84,9 +84,12 @@ void gemm_threaded(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
 // Tests: force linear_compute_dtype()'s bf16 decision (1 = bf16 where AVX512_BF16 exists, 0 = f32, -1 = the
 // probe / FLUX_MATMUL_BF16 again).
 void force_bf16_products(int mode);
-// Tests: the per_call panel size in bytes of packed weight (<= 0 restores the default, 8 MB). Read at each
-// Linear construction.
+// Tests: the per_call panel size in bytes of packed weight (<= 0 restores the default, 8 MB; widened stored
+// rows take at most 2 MB panels). Read at each Linear construction.
 void set_linear_panel_bytes(int64_t bytes);
+// Tests: the rows of x from which per_call products pack their panels blocked instead of handing oneDNN the
+// stored rows (<= 0 restores the default, 2048). Read at each call.
+void set_linear_blocked_from_m(int64_t m);
 // Tests and bench: whether Linears made from now on pack their weight directly (the default) or always in two
 // passes, widen then oneDNN's reorder (linear_pack.h).
 void set_linear_direct_pack(bool on);

@@ -1,9 +1,13 @@
 // kernels::Linear on oneDNN's matmul: y[M, N] = x[M, K] W^T + b, W stored [N, K] (read by oneDNN as a
-// [K, N] matrix). The weight is packed into the blocked layout oneDNN prefers (format any) once at
-// construction (WeightMode::prepacked), or per call (WeightMode::per_call) one panel of output features at a
-// time into a reused per-thread scratch of about 8 MB, each panel's product then copied into its columns of
-// y: memory for the weight stays its storage form plus one panel. Packing (linear_pack.h) widens and
-// transposes in one pass where it knows oneDNN's layout, else widens then reorders with oneDNN.
+// [K, N] matrix). WeightMode::prepacked packs the weight once at construction into the blocked layout oneDNN
+// prefers (format any; linear_pack.h). WeightMode::per_call hands oneDNN the weight as the rows it is stored
+// in (format ba, [N, K]): oneDNN's brgemm copies such a weight into its blocking inside its own loops, which
+// costs 2-4% of the product (bench_matmul quant, Zen 4), where a separate packing pass cost 10-25%. A weight
+// stored in the compute dtype is read where it lies, in one call over all N; any other stored form (f16, f8,
+// the ggml block types; bf16 under f32 products) is widened one panel of output features at a time into a
+// reused per-thread scratch of about 2 MB (an L2's worth), each panel's product then copied into its columns
+// of y (a strided destination sends oneDNN to a slower kernel): memory for the weight stays its storage form
+// plus one panel, and no full-size widened copy ever exists.
 // Compute type: f32 for f32 weights; for bf16/f16/f8 and ggml block-quantized weights (dequantized with
 // tensor/quant.h) see linear_compute_dtype() (bf16 x bf16 -> f32 where AVX512_BF16 is fast, else f32 with the
 // weight widened). Primitives are cached per (M, panel width) (the token count varies).
@@ -52,73 +56,17 @@ bool bf16_is_faster() {
   return faster;
 }
 
-struct Primitive {
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul prim;
-};
-
-}  // namespace
-
-struct Linear::Impl {
-  int64_t n = 0, k = 0;
-  WeightMode mode = WeightMode::prepacked;
-  DType compute = DType::f32;  // f32 or bf16: the dtype oneDNN multiplies; i8: int8 below does the products
-  std::unique_ptr<detail::Int8Linear> int8;
-  Tensor weight;               // storage form [N, K]; kept only in per_call mode
-  std::vector<float> bias;     // [N] or empty
-  // The product runs over column panels of `panel` output features (all N when prepacked). per_call mode
-  // widens and packs one panel at a time into scratch, so no full-size copy of the weight ever exists.
-  int64_t panel = 0;
-  dnnl::memory::desc panel_md, tail_md;  // packed layouts of a full panel and of the last, narrower one
-  std::optional<detail::PackLayout> panel_pack, tail_pack;  // the two as pack_direct writes them, if it can
-  AlignedBuffer packed;                                     // prepacked mode: the whole weight in panel_md's layout
-
-  mutable std::mutex mutex;
-  mutable std::map<std::pair<int64_t, int64_t>, std::shared_ptr<const Primitive>> by_m;  // (M, panel width)
-
-  dt compute_dt() const { return compute == DType::bf16 ? dt::bf16 : dt::f32; }
-  const dnnl::memory::desc& weights_md(int64_t width) const { return width == panel ? panel_md : tail_md; }
-
-  dnnl::memory::desc layout_for(int64_t width) const {
-    return detail::linear_weight_layout(k, width, compute, !bias.empty());
-  }
-
-  // A product of M rows with `width` output features into a dense [M, width] destination (oneDNN 2.7 runs
-  // a strided destination, y's columns in place, on its slow reference kernel).
-  std::shared_ptr<const Primitive> primitive(int64_t m, int64_t width) const {
-    std::lock_guard lock(mutex);
-    // A handful of M values recur (text length, image tokens); drop them all if many sizes come by. Calls in
-    // flight keep their primitive alive through the shared_ptr.
-    const auto key = std::make_pair(m, width);
-    if (by_m.size() >= kMaxCachedM && by_m.find(key) == by_m.end()) by_m.clear();
-    auto& slot = by_m[key];
-    if (!slot) {
-      const dnnl::memory::desc src({m, k}, compute_dt(), tag::ab);
-      const dnnl::memory::desc dst({m, width}, dt::f32, tag::ab);
-      const dnnl::memory::desc b =
-          bias.empty() ? dnnl::memory::desc() : dnnl::memory::desc({1, width}, dt::f32, tag::ab);
-      auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights_md(width), b, dst), cpu_engine());
-      slot = std::make_shared<const Primitive>(Primitive{pd, dnnl::matmul(pd)});
-    }
-    return slot;
-  }
-
-  // Packs output features [n0, n0 + width) of the storage-form weight into `out` (weights_md(width)'s
-  // layout), directly where the layout is one pack_direct knows, else through `plain` and oneDNN's reorder.
-  void pack(const Tensor& w, int64_t n0, int64_t width, AlignedBuffer& plain, void* out) const {
-    const auto* rows = static_cast<const uint8_t*>(w.raw()) + dtype_nbytes(w.dtype(), n0 * k);
-    const auto& direct = width == panel ? panel_pack : tail_pack;
-    if (direct) {
-      detail::pack_direct(*direct, w.dtype(), rows, out);
-    } else {
-      detail::pack_two_pass(weights_md(width), w.dtype(), rows, plain, out);
-    }
-  }
-};
-
-namespace {
 std::atomic<int> g_force_bf16{-1};
-std::atomic<int64_t> g_panel_bytes{8 << 20};  // per_call scratch per panel: stays in L3-sized memory
+// per_call scratch per panel (int8, and blocked panels from kBlockedFromM rows): stays in L3-sized memory.
+std::atomic<int64_t> g_panel_bytes{8 << 20};
+// per_call, below kBlockedFromM rows: widened panels of about this many bytes stay in L2 while oneDNN reads
+// them (measured at M = 256 on Zen 4: 2 MB panels ran 3-5% faster than 8 MB ones).
+constexpr int64_t kWidenPanelBytes = 2 << 20;
+// per_call: from this many rows of x on, panels are packed blocked once per call instead: oneDNN's brgemm
+// copies a stored-rows weight into its blocking for every block of rows, so that copy grows with M, and at
+// M = 4608 (FLUX 1024x1024) it cost 3-7% of the product against 1-3% for packing (bench_matmul quant, Zen 4).
+constexpr int64_t kDefaultBlockedFromM = 2048;
+std::atomic<int64_t> kBlockedFromM{kDefaultBlockedFromM};  // tests lower it (set_linear_blocked_from_m)
 std::atomic<bool> g_direct_pack{true};
 
 // The direct packer's view of md, logging once (debug) when it does not know the layout.
@@ -132,11 +80,102 @@ std::optional<detail::PackLayout> direct_layout(const dnnl::memory::desc& md) {
   }
   return layout;
 }
+
+struct Primitive {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+};
+
 }  // namespace
+
+// How the product walks the weight: column panels of `panel` output features, in which layout, and whether
+// each panel is packed (prepacked mode: once, at construction) or read where it lies.
+struct Panels {
+  int64_t panel = 0;
+  bool blocked = false;  // oneDNN's preferred layout (linear_weight_layout), else the stored rows (ba)
+  bool pack = false;     // per_call: each panel is packed or widened into scratch first
+  dnnl::memory::desc panel_md, tail_md;  // layouts of a full panel and of the last, narrower one
+  std::optional<detail::PackLayout> panel_pack, tail_pack;  // the two as pack_direct writes them, if it can
+  const dnnl::memory::desc& md(int64_t width) const { return width == panel ? panel_md : tail_md; }
+};
+
+struct Linear::Impl {
+  int64_t n = 0, k = 0;
+  WeightMode mode = WeightMode::prepacked;
+  DType compute = DType::f32;  // f32 or bf16: the dtype oneDNN multiplies; i8: int8 below does the products
+  std::unique_ptr<detail::Int8Linear> int8;
+  Tensor weight;               // storage form [N, K]; kept only in per_call mode
+  std::vector<float> bias;     // [N] or empty
+  // prepacked: `rows` is all of N, blocked, packed once into `packed`. per_call: `rows` (the stored rows, or
+  // panels widened to them) below kBlockedFromM rows of x, `blocks` (panels packed blocked) from there on.
+  Panels rows, blocks;
+  AlignedBuffer packed;  // prepacked mode: the whole weight in rows.panel_md's layout
+
+  mutable std::mutex mutex;
+  mutable std::map<std::pair<int64_t, int64_t>, std::shared_ptr<const Primitive>> by_m;  // (M, panel width)
+
+  dt compute_dt() const { return compute == DType::bf16 ? dt::bf16 : dt::f32; }
+  const Panels& panels_for(int64_t m) const {
+    return mode == WeightMode::per_call && m >= kBlockedFromM.load() ? blocks : rows;
+  }
+
+  Panels make_panels(int64_t panel, bool blocked, bool pack, bool know_direct) const {
+    Panels p;
+    p.panel = panel, p.blocked = blocked, p.pack = pack;
+    auto layout = [&](int64_t width) {
+      return blocked ? detail::linear_weight_layout(k, width, compute, !bias.empty())
+                     : dnnl::memory::desc({k, width}, compute_dt(), tag::ba);
+    };
+    p.panel_md = layout(panel);
+    if (know_direct) p.panel_pack = direct_layout(p.panel_md);
+    if (n % panel != 0) {
+      p.tail_md = layout(n % panel);
+      if (know_direct) p.tail_pack = direct_layout(p.tail_md);
+    }
+    return p;
+  }
+
+  // A product of M rows with `width` output features into a dense [M, width] destination (oneDNN 2.6 runs
+  // a strided destination, y's columns in place, on a slower kernel, gemm:jit). M decides the panels, so
+  // (M, width) names the weight layout too.
+  std::shared_ptr<const Primitive> primitive(int64_t m, int64_t width) const {
+    std::lock_guard lock(mutex);
+    // A handful of M values recur (text length, image tokens); drop them all if many sizes come by. Calls in
+    // flight keep their primitive alive through the shared_ptr.
+    const auto key = std::make_pair(m, width);
+    if (by_m.size() >= kMaxCachedM && by_m.find(key) == by_m.end()) by_m.clear();
+    auto& slot = by_m[key];
+    if (!slot) {
+      const dnnl::memory::desc src({m, k}, compute_dt(), tag::ab);
+      const dnnl::memory::desc dst({m, width}, dt::f32, tag::ab);
+      const dnnl::memory::desc b =
+          bias.empty() ? dnnl::memory::desc() : dnnl::memory::desc({1, width}, dt::f32, tag::ab);
+      const dnnl::memory::desc& w = panels_for(m).md(width);
+      auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w, b, dst), cpu_engine());
+      slot = std::make_shared<const Primitive>(Primitive{pd, dnnl::matmul(pd)});
+    }
+    return slot;
+  }
+
+  // Packs output features [n0, n0 + width) of the storage-form weight into `out` (p.md(width)'s layout):
+  // directly where the layout is one pack_direct knows, else through `plain` and oneDNN's reorder, or for
+  // the stored-rows layout a plain widening of rows (pack_two_pass).
+  void pack(const Panels& p, const Tensor& w, int64_t n0, int64_t width, AlignedBuffer& plain, void* out) const {
+    const auto* src = static_cast<const uint8_t*>(w.raw()) + dtype_nbytes(w.dtype(), n0 * k);
+    const auto& direct = width == p.panel ? p.panel_pack : p.tail_pack;
+    if (direct) {
+      detail::pack_direct(*direct, w.dtype(), src, out);
+    } else {
+      detail::pack_two_pass(p.md(width), w.dtype(), src, plain, out);
+    }
+  }
+};
+
 
 void detail::force_bf16_products(int mode) { g_force_bf16 = mode; }
 void detail::set_linear_panel_bytes(int64_t bytes) { g_panel_bytes = bytes > 0 ? bytes : int64_t{8 << 20}; }
 void detail::set_linear_direct_pack(bool on) { g_direct_pack = on; }
+void detail::set_linear_blocked_from_m(int64_t m) { kBlockedFromM = m > 0 ? m : kDefaultBlockedFromM; }
 
 namespace {
 std::atomic<Precision> g_default_precision{Precision::automatic};
@@ -232,23 +271,22 @@ Linear::Linear(Tensor weight, Tensor bias, WeightMode mode, Precision precision)
     im.int8 = std::make_unique<detail::Int8Linear>(std::move(weight), std::move(im.bias), mode, panel);
     return;
   }
-  // per_call: panels of about g_panel_bytes of packed weight (a multiple of 64 features); prepacked: all of N.
   const int64_t row_bytes = im.k * static_cast<int64_t>(dtype_size(im.compute));
-  const int64_t fit = std::max<int64_t>(64, g_panel_bytes.load() / row_bytes / 64 * 64);
-  im.panel = mode == WeightMode::prepacked ? im.n : std::min(im.n, fit);
-  im.panel_md = im.layout_for(im.panel);
-  im.panel_pack = direct_layout(im.panel_md);
-  if (im.n % im.panel != 0) {
-    im.tail_md = im.layout_for(im.n % im.panel);
-    im.tail_pack = direct_layout(im.tail_md);
-  }
+  auto fit = [&](int64_t bytes) { return std::min(im.n, std::max<int64_t>(64, bytes / row_bytes / 64 * 64)); };
   if (mode == WeightMode::prepacked) {
-    im.packed.resize(im.panel_md.get_size());
+    im.rows = im.make_panels(im.n, true, false, true);
+    im.packed.resize(im.rows.panel_md.get_size());
     AlignedBuffer plain;
-    im.pack(weight, 0, im.n, plain, im.packed.data());
-  } else {
-    im.weight = std::move(weight);
+    im.pack(im.rows, weight, 0, im.n, plain, im.packed.data());
+    return;
   }
+  // per_call: the stored rows where they are in the compute dtype (one panel), else panels of about
+  // kWidenPanelBytes widened (fewer bytes when a test sets a smaller g_panel_bytes); blocked panels of about
+  // g_panel_bytes. Panels are multiples of 64 features.
+  const bool widen = d != im.compute;
+  im.rows = im.make_panels(widen ? fit(std::min(g_panel_bytes.load(), kWidenPanelBytes)) : im.n, false, widen, false);
+  im.blocks = im.make_panels(fit(g_panel_bytes.load()), true, true, true);
+  im.weight = std::move(weight);
 }
 
 int64_t Linear::in_features() const { return impl_ ? impl_->k : 0; }
@@ -285,13 +323,16 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
     src = xb;
   }
   dnnl::engine& eng = cpu_engine();
-  for (int64_t n0 = 0; n0 < im.n; n0 += im.panel) {
-    const int64_t width = std::min(im.panel, im.n - n0);
+  const Panels& pp = im.panels_for(m);
+  for (int64_t n0 = 0; n0 < im.n; n0 += pp.panel) {
+    const int64_t width = std::min(pp.panel, im.n - n0);
     const void* weights = im.packed.data();
-    if (im.mode == WeightMode::per_call) {
-      packed.resize(im.weights_md(width).get_size());
-      im.pack(im.weight, n0, width, plain, packed.data());
+    if (pp.pack) {
+      packed.resize(pp.md(width).get_size());
+      im.pack(pp, im.weight, n0, width, plain, packed.data());
       weights = packed.data();
+    } else if (im.mode == WeightMode::per_call) {
+      weights = im.weight.raw();  // one panel: the stored rows are the layout
     }
     // One panel writes y directly; several write [M, width] scratch, copied into y's columns below.
     float* out = y;

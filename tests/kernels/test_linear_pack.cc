@@ -182,12 +182,13 @@ void expect_same_sum(const std::vector<float>& got, const std::vector<float>& wa
   EXPECT_EQ(bad, 0) << what;
 }
 
-// Per-call products (panels of 64 output features, so 150 = 64 + 64 + 22) equal the prepacked product bit
-// for bit, and direct packing equals two-pass packing in both modes, for every stored dtype, both product
-// dtypes and at every ISA level. Bit for bit where the weight is in one of oneDNN's blocked layouts (its
-// brgemm kernels: AVX-512 machines), whose K order does not depend on N. Where oneDNN keeps the weight plain
-// (AVX2 machines: its sgemm, which partitions K by the problem's shape, seen with M = 7), the panels' sums
-// may round differently: there they agree to the order of the sum, and direct vs two-pass stays bitwise.
+// Per-call products (panels of 64 output features, so 150 = 64 + 64 + 22, or one panel) agree with the
+// prepacked product, and direct packing equals two-pass packing in both modes, for every stored dtype, both
+// product dtypes and at every ISA level. Per-call panels packed blocked (from set_linear_blocked_from_m rows)
+// equal the prepacked product bit for bit where the weight is in one of oneDNN's blocked layouts (its brgemm
+// kernels: AVX-512 machines), whose K order does not depend on N. The stored rows handed to oneDNN as they are
+// (format ba, below that many rows), and the plain layout of AVX2 machines (oneDNN's sgemm, which partitions K
+// by the problem's shape, seen with M = 7), may round differently: there they agree to the order of the sum.
 TEST(LinearPack, PerCallForwardEqualsPrepackedBitwise) {
   const int64_t n = 150;
   for (DType stored : kStoredTypes) {
@@ -207,16 +208,22 @@ TEST(LinearPack, PerCallForwardEqualsPrepackedBitwise) {
           const auto x = random_floats(size_t(m * k), uint64_t(m) + 11);
           const auto packed = forward(w, bias, kernels::WeightMode::prepacked, true, x, m);
           expect_bitwise(forward(w, bias, kernels::WeightMode::prepacked, false, x, m), packed, "prepacked, 2-pass");
-          for (int64_t panel_bytes : {int64_t{1}, int64_t{0}}) {  // 64-feature panels, then the default (one panel)
-            kernels::detail::set_linear_panel_bytes(panel_bytes);
-            const auto per_call = forward(w, bias, kernels::WeightMode::per_call, true, x, m);
-            expect_bitwise(forward(w, bias, kernels::WeightMode::per_call, false, x, m), per_call, "per_call, 2-pass");
-            if (blocked) {
-              expect_bitwise(per_call, packed, "per_call");
-            } else {
-              expect_same_sum(per_call, packed, x, w, m, "per_call (plain layout)");
+          // 64-feature panels, then the default (one panel); the stored rows (ba), then blocked panels.
+          for (int64_t blocked_from : {int64_t{0}, int64_t{1}}) {
+            kernels::detail::set_linear_blocked_from_m(blocked_from);
+            for (int64_t panel_bytes : {int64_t{1}, int64_t{0}}) {
+              kernels::detail::set_linear_panel_bytes(panel_bytes);
+              const auto per_call = forward(w, bias, kernels::WeightMode::per_call, true, x, m);
+              expect_bitwise(forward(w, bias, kernels::WeightMode::per_call, false, x, m), per_call,
+                             "per_call, 2-pass");
+              if (blocked && blocked_from == 1) {
+                expect_bitwise(per_call, packed, "per_call, blocked panels");
+              } else {
+                expect_same_sum(per_call, packed, x, w, m, "per_call");
+              }
             }
           }
+          kernels::detail::set_linear_blocked_from_m(0);
         }
       });
     }
