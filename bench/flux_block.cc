@@ -12,6 +12,13 @@
 // The weights of the two blocks (~1 GB in bf16) are written to a temporary safetensors file and bound by name,
 // exactly as from a checkpoint (FLUX_BENCH_KEEP=1 keeps the file for the next run).
 // Usage: bench_flux_block [repeats=2] [n_img=1024] [n_txt=256]
+//
+// `bench_flux_block lora [rank=16] [repeats=2] [n_img=1024] [n_txt=256]`: what LoRA adapters cost at full size, as
+// fractions of one denoising step (19 double + 38 single blocks, extrapolated from the two blocks): a kohya adapter
+// of that rank on every block Linear of all 57 blocks (bf16, ~0.16 GB at rank 16) is written and parsed (a first
+// use; a server caches it), bound as a run-time LoraSet (switching adapters between two requests), and run at
+// run time (the side products' share of a step); and, for comparison, merged into the two blocks' weights as they
+// are bound again (what switching would cost if adapters were merged).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -27,6 +34,8 @@
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "models/flux_blocks.h"
+#include "models/lora.h"
+#include "models/lora_runtime.h"
 #include "tensor/convert.h"
 
 using namespace flux;
@@ -87,9 +96,123 @@ std::vector<std::pair<std::string, Tensor>> block_tensors(const FluxParams& p) {
   return t;
 }
 
+// The block weights' file (FLUX_BENCH_KEEP=1 keeps it between runs).
+std::string write_blocks(const FluxParams& p, bool keep) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "fluxcpp-bench-flux-block";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "blocks.safetensors").string();
+  const double t0 = now_s();
+  if (!keep || !std::filesystem::exists(path)) {
+    write_safetensors(path, block_tensors(p));
+    std::printf("wrote %s (%.2f GB) in %.1f s\n", path.c_str(), std::filesystem::file_size(path) * 1e-9, now_s() - t0);
+  }
+  return path;
+}
+
+int run_lora(int argc, char** argv) {
+  const int64_t rank = argc > 2 ? std::atoll(argv[2]) : 16;
+  const int repeats = argc > 3 ? std::atoi(argv[3]) : 2;
+  const int64_t n_img = argc > 4 ? std::atoll(argv[4]) : 1024;
+  const int64_t n_txt = argc > 5 ? std::atoll(argv[5]) : 256;
+  const FluxParams p = FluxParams::schnell();
+  const int64_t h = p.hidden_size, n = n_txt + n_img;
+  const bool keep = std::getenv("FLUX_BENCH_KEEP") != nullptr;
+  const std::string blocks = write_blocks(p, keep);
+  WeightStore store = WeightStore::open(blocks);
+  transformer::FluxWeights w(store, false);
+  auto dbl = transformer::DoubleStreamBlock::bind(w, "double_blocks.0.", p);
+  auto sgl = transformer::SingleStreamBlock::bind(w, "single_blocks.0.", p);
+
+  // Every block Linear of the full model: the two bound blocks' slots first (their lora_slot indices), then the
+  // same modules of blocks 1..18 and 1..37.
+  std::vector<LoraSlot> slots = w.slots();
+  const size_t n_bound = slots.size();
+  for (size_t i = 0; i < n_bound; ++i) {
+    const bool is_double = slots[i].module.rfind("double_blocks.0.", 0) == 0;
+    const std::string tail = slots[i].module.substr(std::string(is_double ? "double_blocks.0." : "single_blocks.0.").size());
+    for (int64_t b = 1; b < (is_double ? p.depth : p.depth_single_blocks); ++b)
+      slots.push_back({str_cat(is_double ? "double_blocks." : "single_blocks.", b, ".", tail), slots[i].shape});
+  }
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const LoraSlot& s : slots) {
+    std::string key = "lora_unet_" + s.module;
+    for (char& c : key)
+      if (c == '.') c = '_';
+    tensors.emplace_back(key + ".lora_down.weight", random_bf16({rank, s.shape[1]}, 1.0f / std::sqrt(float(s.shape[1]))));
+    tensors.emplace_back(key + ".lora_up.weight", random_bf16({s.shape[0], rank}, 0.05f / std::sqrt(float(rank))));
+    tensors.emplace_back(key + ".alpha", Tensor::from_f32(Shape{}, std::vector<float>{static_cast<float>(rank)}));
+  }
+  const std::string lora_path = (std::filesystem::path(blocks).parent_path() / "lora.safetensors").string();
+  write_safetensors(lora_path, tensors);
+  tensors.clear();
+  double t0 = now_s();
+  const auto adapter = std::make_shared<const LoraAdapter>(LoraAdapter::load(lora_path, p));
+  const double t_parse = now_s() - t0;
+  const LoraStack stack{{adapter, 1.0f}};
+  const double t_bind = best_seconds(repeats + 2, [&] { LoraSet::bind(slots, stack); });
+  const LoraSet set = LoraSet::bind(slots, stack);
+
+  Tensor ids = Tensor::zeros(DType::f32, {n, 3});
+  const auto side = static_cast<int64_t>(std::sqrt(static_cast<double>(n_img)));
+  for (int64_t i = 0; i < n_img; ++i) {
+    ids.mut<float>()[(n_txt + i) * 3 + 1] = static_cast<float>(i / side);
+    ids.mut<float>()[(n_txt + i) * 3 + 2] = static_cast<float>(i % side);
+  }
+  const transformer::PositionEmbedding pe = transformer::EmbedND{p.axes_dim, p.theta}.forward(ids);
+  const Tensor silu_vec = random_f32({1, h}, 1.0f), x0 = random_f32({n, h}, 1.0f);
+  Tensor x = x0.clone();
+  transformer::Workspace ws(p, n_txt, n_img);
+  const auto step_seconds = [&](const LoraSet* loras) {
+    ws.loras = loras;
+    const auto block = [&](const auto& b) {
+      return best_seconds(repeats, [&] {
+        std::copy_n(x0.data<float>(), x0.numel(), x.mut<float>());
+        b.forward(x.mut<float>(), silu_vec, pe, ws);
+      });
+    };
+    const double td = block(dbl), ts = block(sgl);
+    ws.loras = nullptr;
+    return std::array<double, 3>{td, ts, 19 * td + 38 * ts};
+  };
+  const auto plain = step_seconds(nullptr);
+  const auto with = step_seconds(&set);
+  // Merged instead: each block bound again with the adapter merged into its weights, against a plain re-bind.
+  const auto rebind = [&](const LoraStack* merged, bool is_double) {
+    return best_seconds(repeats, [&] {
+      transformer::FluxWeights w2(store, false);
+      w2.set_merged_loras(merged);
+      if (is_double)
+        transformer::DoubleStreamBlock::bind(w2, "double_blocks.0.", p);
+      else
+        transformer::SingleStreamBlock::bind(w2, "single_blocks.0.", p);
+    });
+  };
+  const double rebind_d = rebind(nullptr, true), merge_d = rebind(&stack, true);
+  const double rebind_s = rebind(nullptr, false), merge_s = rebind(&stack, false);
+  const double step = plain[2];
+  std::printf("lora rank %lld on %zu block Linears (%zu deltas, %.2f GB f32), %lld + %lld tokens\n",
+              static_cast<long long>(rank), slots.size(), adapter->deltas().size(), adapter->bytes() * 1e-9,
+              static_cast<long long>(n_txt), static_cast<long long>(n_img));
+  std::printf("step without lora: %.2f s (double %.3f s, single %.3f s)\n", step, plain[0], plain[1]);
+  std::printf("switching adapters between two requests (LoraSet::bind, adapter cached): %.3g s = %.2g%% of a step\n",
+              t_bind, 100.0 * t_bind / step);
+  std::printf("first use of an adapter (read + parse %.2f GB bf16 file): %.2f s = %.1f%% of a step\n",
+              std::filesystem::file_size(lora_path) * 1e-9, t_parse, 100.0 * t_parse / step);
+  std::printf("run-time side products: step %.2f s (double %.3f s, single %.3f s) = +%.1f%% per step\n", with[2],
+              with[0], with[1], 100.0 * (with[2] / step - 1.0));
+  const double merge_switch = 19 * (merge_d + rebind_d) + 38 * (merge_s + rebind_s);
+  std::printf("merged instead (for comparison): re-binding a double block %.2f s (%.2f s merged), a single %.2f s "
+              "(%.2f s merged); a switch un-merges and re-merges every block: ~%.0f s extrapolated = %.0f%% of a "
+              "step\n",
+              rebind_d, merge_d, rebind_s, merge_s, merge_switch, 100.0 * merge_switch / step);
+  if (!keep) std::filesystem::remove_all(std::filesystem::path(blocks).parent_path());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "lora") return run_lora(argc, argv);
   const int repeats = argc > 1 ? std::atoi(argv[1]) : 2;
   const int64_t n_img = argc > 2 ? std::atoll(argv[2]) : 1024;
   const int64_t n_txt = argc > 3 ? std::atoll(argv[3]) : 256;
@@ -108,15 +231,10 @@ int main(int argc, char** argv) {
               static_cast<long long>(bk), static_cast<long long>(bn), t_mm, mm_gflops);
 
   // Full-size block weights, through a safetensors file as from a checkpoint.
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "fluxcpp-bench-flux-block";
-  std::filesystem::create_directories(dir);
-  const std::string path = (dir / "blocks.safetensors").string();
-  double t0 = now_s();
   const bool keep = std::getenv("FLUX_BENCH_KEEP") != nullptr;  // reuse the file across runs (same contents)
-  if (!keep || !std::filesystem::exists(path)) {
-    write_safetensors(path, block_tensors(p));
-    std::printf("wrote %s (%.2f GB) in %.1f s\n", path.c_str(), std::filesystem::file_size(path) * 1e-9, now_s() - t0);
-  }
+  const std::string path = write_blocks(p, keep);
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  double t0 = now_s();
   WeightStore store = WeightStore::open(path);
   transformer::FluxWeights w(store, false);
   t0 = now_s();
@@ -323,6 +441,12 @@ int main(int argc, char** argv) {
           "  %-5s double %.3f s, single %.3f s, step %.1f s | rms rel error: double %.2e (update %.2e), single "
           "%.2e (update %.2e)\n",
           kernels::precision_name(prec), td, ts, 19 * td + 38 * ts, dbl_out, dbl_upd, sgl_out, sgl_upd);
+      if (prec != kernels::Precision::f32 && attn_bf16) {  // what the model runs: attention in bf16 as well
+        d.attention_bf16 = s.attention_bf16 = true;
+        const double td2 = time_block(d).total, ts2 = time_block(s).total;
+        std::printf("  %-5s with bf16 attention (as the model runs): double %.3f s, single %.3f s, step %.1f s\n",
+                    kernels::precision_name(prec), td2, ts2, 19 * td2 + 38 * ts2);
+      }
     }
   }
   std::printf("output finite: %s\n", finite ? "yes" : "NO");

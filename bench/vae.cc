@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -166,12 +167,15 @@ int main(int argc, char** argv) {
     test_model::write_safetensors_streamed(path, test_model::as_stored(params), params,
                                            *test_model::streamed_values(params, 1), {}, {});
   }
-  auto load = [&](kernels::ConvMode mode) {
+  auto load = [&](kernels::ConvMode mode, std::optional<DType> compute) {
     WeightStore store = WeightStore::open(path);
-    return AutoEncoder::load(store, AutoEncoderParams::resolve(store, ""), {.compute = std::nullopt, .conv_mode = mode});
+    return AutoEncoder::load(store, AutoEncoderParams::resolve(store, ""), {.compute = compute, .conv_mode = mode});
   };
-  const AutoEncoder ae = load(kernels::ConvMode::cached);
-  const AutoEncoder old = load(kernels::ConvMode::per_call);
+  const AutoEncoder ae = load(kernels::ConvMode::cached, std::nullopt);
+  const AutoEncoder old = load(kernels::ConvMode::per_call, std::nullopt);
+  // The same weights with bf16 convolutions (what 16-bit stored VAE weights get where bf16 products are fast).
+  std::optional<AutoEncoder> ae_bf16;
+  if (kernels::conv_bf16_supported()) ae_bf16.emplace(load(kernels::ConvMode::cached, DType::bf16));
   const AutoEncoderParams& p = ae.params();
 
   const double peak = f32_peak_gflops();
@@ -203,6 +207,19 @@ int main(int argc, char** argv) {
     };
     const Run r_new = measure(work(ae));
     print_row("new (cached, blocked)", r_new, flop, peak);
+    if (ae_bf16) {
+      const Run r_bf16 = measure(work(*ae_bf16));
+      print_row("new, bf16 convolutions", r_bf16, flop, peak);
+      const Tensor a = encode ? ae.encode(input, tiling) : ae.decode(input, tiling);
+      const Tensor b = encode ? ae_bf16->encode(input, tiling) : ae_bf16->decode(input, tiling);
+      double num = 0, den = 0;
+      for (int64_t i = 0; i < a.numel(); ++i) {
+        const double d = double(a.data<float>()[i]) - b.data<float>()[i];
+        num += d * d, den += double(a.data<float>()[i]) * a.data<float>()[i];
+      }
+      std::printf("  bf16 vs f32 output: rms rel %.2e; x%.2f of f32's time\n", std::sqrt(num / std::max(den, 1e-30)),
+                  r_new.seconds / r_bf16.seconds);
+    }
     if (run_old) {
       const Run r_old = measure(work(old));
       print_row("old (per-call conv)", r_old, flop, peak);

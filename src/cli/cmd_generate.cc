@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
+#include <filesystem>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -20,6 +23,7 @@
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "kernels/matmul.h"
+#include "pipeline/img2img.h"
 #include "pipeline/pipeline.h"
 
 namespace flux::cli {
@@ -33,6 +37,8 @@ struct GenerateOptions {
   float guidance = 3.5f;
   uint64_t seed = 0;
   std::string noise;
+  std::string init_image;  // --init-image: img2img from this picture (PNG or JPEG)
+  double strength = 0.6;   // --strength (img2img)
   std::string output = "out.png";
   int threads = 0;
   bool quiet = false;
@@ -41,6 +47,9 @@ struct GenerateOptions {
   int vae_tile = -1;  // --vae-tile: pixels; 0 = off; -1 = automatic (LoadOptions::vae_tile)
   std::string precision = "auto";  // --precision: auto, f32, bf16 or int8 (kernels::parse_precision)
   std::string stats_json;  // per-stage times and peak RSS (--stats-json)
+  std::vector<std::string> loras;  // --lora FILE[:STRENGTH], applied in this order
+  bool lora_lenient = false;       // --lora-lenient
+  std::string lora_mode = "auto";  // --lora-mode: auto, merge or runtime (parse_lora_mode)
 };
 
 std::string human_bytes(uint64_t b) {
@@ -140,7 +149,31 @@ Tensor read_noise(const std::string& path) {
   return t.to(DType::f32).clone();
 }
 
-int run_generate(const GenerateOptions& o, bool width_given, bool height_given) {
+// --lora FILE[:STRENGTH] (strength 1 when absent; a ':' whose tail is not a number belongs to the file name).
+LoraSpec parse_lora_arg(const std::string& arg) {
+  LoraSpec spec{arg, 1.0f};
+  const size_t colon = arg.rfind(':');
+  if (colon != std::string::npos && colon > 0) {
+    const std::string tail = arg.substr(colon + 1);
+    char* end = nullptr;
+    const float s = std::strtof(tail.c_str(), &end);
+    if (!tail.empty() && end == tail.c_str() + tail.size()) {
+      FLUX_CHECK(std::isfinite(s), "--lora ", arg, ": strength must be finite, got ", tail);
+      spec = {arg.substr(0, colon), s};
+    }
+  }
+  FLUX_CHECK(std::filesystem::is_regular_file(spec.path), "--lora ", arg, ": no such file: ", spec.path);
+  return spec;
+}
+
+std::string lora_params(const std::vector<LoraSpec>& loras) {
+  std::string s;
+  for (const LoraSpec& l : loras)
+    s += str_cat(s.empty() ? "; loras: " : ", ", std::filesystem::path(l.path).filename().string(), ":", l.strength);
+  return s;
+}
+
+int run_generate(const GenerateOptions& o, bool width_given, bool height_given, bool strength_given) {
   using Clock = std::chrono::steady_clock;
   GenerateRequest request;
   request.prompt = o.prompt;
@@ -156,6 +189,20 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
     if (!height_given) request.height = nh;
     FLUX_CHECK(request.width == nw && request.height == nh, "--noise ", o.noise, ": ", request.noise.describe(),
                " is a ", nw, "x", nh, " image's noise, but the size asked is ", request.width, "x", request.height);
+  }
+  if (!o.init_image.empty()) {
+    FLUX_CHECK(std::isfinite(o.strength) && o.strength >= 0 && o.strength <= 1,
+               "--strength: expected a number in [0, 1], got ", o.strength);
+    if (o.steps > 0) img2img_t_start(o.steps, o.strength);  // too few steps: refused before loading
+    request.init_image = std::make_shared<const Image>(read_image(o.init_image));  // names the file and the problem
+    request.strength = o.strength;
+    // Without --width/--height (or --noise): the picture's own size, each side rounded down to a multiple of 16.
+    if (!width_given && !height_given && o.noise.empty()) {
+      request.width = std::max(16, request.init_image->width / 16 * 16);
+      request.height = std::max(16, request.init_image->height / 16 * 16);
+    }
+  } else {
+    FLUX_CHECK(!strength_given, "--strength: only with --init-image (image-to-image)");
   }
   check_image_size(request.width, request.height);  // before loading anything
   if (o.threads > 0) set_default_threads(o.threads);
@@ -173,6 +220,9 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
   if (!o.memory_budget.empty()) load_options.memory_budget = parse_byte_size("--memory-budget", o.memory_budget);
   load_options.first_width = request.width;  // refused before loading when it cannot fit
   load_options.first_height = request.height;
+  for (const std::string& l : o.loras) load_options.loras.push_back(parse_lora_arg(l));
+  load_options.lora_lenient = o.lora_lenient;
+  load_options.lora_mode = parse_lora_mode(o.lora_mode);
   auto pipeline =
       Pipeline::load(o.paths, load_options, [&](const std::string& component, uint64_t done, uint64_t total) {
         if (component != loading && component != "done") stats.begin("load " + component);
@@ -194,8 +244,11 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
                       if (e.stage == Stage::denoise && e.step < e.total)
                         stats.begin(str_cat("denoise step ", e.step + 1, "/", e.total));
                       if (e.stage == Stage::decode) stats.begin("vae decode");
+                      if (e.stage == Stage::encode_image) stats.begin("vae encode (init image)");
                       if (e.stage == Stage::encode_text) {
                         std::snprintf(line, sizeof line, "encoding the prompt ...  elapsed %.1f s", e.elapsed_s);
+                      } else if (e.stage == Stage::encode_image) {
+                        std::snprintf(line, sizeof line, "encoding the init image ...  elapsed %.1f s", e.elapsed_s);
                       } else if (e.stage == Stage::denoise) {
                         if (e.step == 0) denoise_start = e.elapsed_s;
                         const double per_step = e.step > 0 ? (e.elapsed_s - denoise_start) / e.step : 0;
@@ -217,7 +270,12 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
       str_cat("prompt: ", request.prompt, "; width: ", request.width, "; height: ", request.height, "; steps: ", steps,
               pipeline->variant() == Variant::dev ? str_cat("; guidance: ", request.guidance) : std::string(),
               "; seed: ", o.noise.empty() ? std::to_string(result.seed) : "-",
-              o.noise.empty() ? "" : "; noise: " + o.noise, "; model: ", pipeline->describe(), "; sampler: euler");
+              o.noise.empty() ? "" : "; noise: " + o.noise,
+              o.init_image.empty() ? std::string()
+                                   : str_cat("; init image: ", o.init_image, "; strength: ", o.strength,
+                                             "; steps run: ", result.steps_run),
+              lora_params(load_options.loras), "; model: ", pipeline->describe(),
+              "; sampler: euler");
   stats.begin("write png");
   write_png(o.output, result.image, {{"parameters", params}});
   stats.write(o.stats_json, {{"model", pipeline->describe()},
@@ -240,7 +298,8 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given) 
         stderr,
         "timings: load %.2f s, encode_text %.2f s (CLIP %.2f, T5 %.2f), denoise %.2f s (%.3f s/step), decode %.2f s, "
         "total %.2f s\n",
-        load_s, t.encode_text_s, t.clip_s, t.t5_s, t.denoise_s, steps > 0 ? t.denoise_s / steps : 0.0, t.decode_s,
+        load_s, t.encode_text_s, t.clip_s, t.t5_s, t.denoise_s,
+        result.steps_run > 0 ? t.denoise_s / result.steps_run : 0.0, t.decode_s,
         t.total_s);
   std::printf("wrote %s (%dx%d, %d steps, seed %llu)\n", o.output.c_str(), result.image.width, result.image.height,
               steps, static_cast<unsigned long long>(result.seed));
@@ -265,9 +324,25 @@ const CommandRegistrar reg(
        auto* s =
            sub.add_option("--seed", o->seed, "noise seed (torch.manual_seed semantics: low 32 bits; default: random)");
        sub.add_option("--noise", o->noise, "initial noise: safetensors with tensor 'noise' F32 [1, 16, H/8, W/8]");
+       sub.add_option("--init-image", o->init_image,
+                      "image-to-image: start from this picture (PNG or JPEG), scaled to cover the size and centre "
+                      "cropped");
+       auto* st = sub.add_option("--strength", o->strength,
+                                 "img2img: how much to change, 0..1 (1 = ignore the picture); runs the last "
+                                 "int(steps * strength) or so of the steps")
+                      ->capture_default_str();
        sub.add_option("-o,--output", o->output, "output PNG (out.png)");
        sub.add_option("-t,--threads", o->threads, "compute threads (default: all cores)");
        sub.add_flag("-q,--quiet", o->quiet, "no progress output");
+       sub.add_option("--lora", o->loras,
+                      "LoRA adapter FILE[:STRENGTH] (kohya, ComfyUI, diffusers/PEFT or XLabs safetensors; strength "
+                      "1 by default); repeat to stack them, applied in order");
+       sub.add_flag("--lora-lenient", o->lora_lenient,
+                    "LoRA keys that name no module of the model: one warning listing them instead of an error");
+       sub.add_option("--lora-mode", o->lora_mode,
+                      "auto (merged into 16/32-bit float weights at load; at run time for quantized weights or "
+                      "--low-memory), merge, or runtime (low-rank side products, base weights untouched)")
+           ->capture_default_str();
        sub.add_option("--stats-json", o->stats_json,
                       "write per-stage wall times and peak RSS (VmHWM, reset per stage) to this JSON file");
        sub.add_option("--memory-budget", o->memory_budget,
@@ -282,9 +357,9 @@ const CommandRegistrar reg(
                       "products: auto (bf16 where the CPU's bf16 is faster, else f32), f32 (exact), bf16 (needs "
                       "AVX512_BF16) or int8 (weights per output feature, activations per token)")
            ->capture_default_str();
-       return [o, w, h, s] {
+       return [o, w, h, s, st] {
          if (s->count() == 0) o->seed = std::random_device{}();  // torch seeds use 32 bits
-         return run_generate(*o, w->count() > 0, h->count() > 0);
+         return run_generate(*o, w->count() > 0, h->count() > 0, st->count() > 0);
        };
      }});
 

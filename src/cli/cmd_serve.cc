@@ -9,6 +9,7 @@
 #include "engine/engine.h"
 #include "io/image.h"
 #include "kernels/matmul.h"
+#include "pipeline/lora_dir.h"
 #include "pipeline/pipeline.h"
 #include "server/http_server.h"
 
@@ -27,6 +28,7 @@ struct ServeOptions {
   int vae_tile = -1;  // --vae-tile: pixels; 0 = off; -1 = automatic (LoadOptions::vae_tile)
   std::string precision = "auto";  // --precision: auto, f32, bf16 or int8 (kernels::parse_precision)
   std::string memory_budget;  // "8G", ... (parse_byte_size); "" = from MemAvailable
+  bool lora_lenient = false;  // --lora-lenient (per-request adapters)
 };
 
 int serve(const ServeOptions& o) {
@@ -35,6 +37,12 @@ int serve(const ServeOptions& o) {
   FLUX_CHECK(o.queue_size >= 1, "--queue-size: expected >= 1, got ", o.queue_size);
   FLUX_CHECK(o.server.limits.max_pixels >= 64 * 64, "--max-pixels: expected >= 4096, got ", o.server.limits.max_pixels);
   FLUX_CHECK(o.server.limits.max_steps >= 1, "--max-steps: expected >= 1, got ", o.server.limits.max_steps);
+  FLUX_CHECK(o.server.limits.max_image_pixels >= 1, "--max-image-pixels: expected >= 1, got ",
+             o.server.limits.max_image_pixels);
+  if (!o.server.limits.lora_dir.empty()) {
+    const auto listed = list_lora_dir(o.server.limits.lora_dir);  // throws naming the folder if unreadable
+    log_info("lora: ", listed.size(), " adapter(s) in ", o.server.limits.lora_dir);
+  }
   const uint64_t budget = o.memory_budget.empty() ? 0 : parse_byte_size("--memory-budget", o.memory_budget);
   // Refused here, before the server starts, rather than in the background load.
   const kernels::Precision precision = kernels::parse_precision(o.precision);
@@ -57,6 +65,7 @@ int serve(const ServeOptions& o) {
     load.vae_tile = o.vae_tile;
     load.memory_budget = budget;
     load.precision = precision;
+    load.lora_lenient = o.lora_lenient;
     const ModelPaths paths = o.paths;
     return std::make_unique<Engine>(
         [paths, load](const LoadProgress& progress) { return Pipeline::load(paths, load, progress); }, std::move(e));
@@ -78,6 +87,14 @@ CommandRegistrar reg(
        sub.add_option("--queue-size", o->queue_size, "jobs waiting at most")->capture_default_str();
        sub.add_option("--max-pixels", o->server.limits.max_pixels, "largest width*height")->capture_default_str();
        sub.add_option("--max-steps", o->server.limits.max_steps, "most steps per image")->capture_default_str();
+       sub.add_option("--max-image-pixels", o->server.limits.max_image_pixels,
+                      "largest width*height of an uploaded img2img picture (checked before decoding)")
+           ->capture_default_str();
+       sub.add_option("--lora-dir", o->server.limits.lora_dir,
+                      "folder of LoRA adapters (*.safetensors) that requests may name in `loras` (GET /v1/loras "
+                      "lists them); names never leave the folder");
+       sub.add_flag("--lora-lenient", o->lora_lenient,
+                    "LoRA keys that name no module of the model: one warning instead of failing the job");
        sub.add_option("--max-n", o->server.limits.max_n, "most images per OpenAI request")->capture_default_str();
        sub.add_option("--max-body", o->server.max_body, "largest request body (bytes)")->capture_default_str();
        sub.add_option("--threads", o->threads, "compute threads (0 = cores)")->capture_default_str();

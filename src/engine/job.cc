@@ -62,7 +62,9 @@ JobInfo job_info(const Job& job, int position, Job::Clock::time_point now) {
   if (job.result) {
     info.timings = job.result->result.timings;
     info.steps = job.result->result.steps;
-    info.step = info.total = job.result->result.steps;
+    // The denoising steps that ran (img2img runs fewer than `steps`; a result that does not say ran them all).
+    const GenerateResult& r = job.result->result;
+    info.step = info.total = r.steps_run > 0 ? r.steps_run : r.steps;
   }
   info.error = job.error;
   return info;

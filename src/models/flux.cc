@@ -10,6 +10,7 @@
 #include "kernels/activation.h"
 #include "models/config.h"
 #include "models/flux_blocks.h"
+#include "models/lora_runtime.h"
 
 namespace flux {
 
@@ -153,6 +154,7 @@ struct Flux::Impl {
   std::vector<DoubleStreamBlock> double_blocks;
   std::vector<SingleStreamBlock> single_blocks;
   LastLayer final_layer;
+  std::vector<LoraSlot> slots;  // by nn::Linear::lora_slot
 };
 
 // The blocks' Workspace kept between forward calls, shared by copies of a Flux. A forward that finds it in use
@@ -179,12 +181,13 @@ void Flux::strip_checkpoint_prefix(WeightStore& store) {
     store.strip_prefix("model.diffusion_model.");
 }
 
-Flux Flux::load(WeightStore& store, const FluxParams& params, kernels::WeightMode mode) {
+Flux Flux::load(WeightStore& store, const FluxParams& params, kernels::WeightMode mode, const LoraStack& merged) {
   strip_checkpoint_prefix(store);
   const FluxParams& p = params;
   FLUX_CHECK(p.num_heads > 0 && p.hidden_size % p.num_heads == 0, "flux transformer: hidden size ", p.hidden_size,
              " is not a multiple of num_heads ", p.num_heads);
   FluxWeights w(store, FluxWeights::is_diffusers(store), mode);
+  if (!merged.empty()) w.set_merged_loras(&merged);
   auto impl = std::make_shared<Impl>();
   const int64_t hidden = p.hidden_size;
   impl->img_in = w.linear("img_in.", p.in_channels, hidden);
@@ -200,6 +203,7 @@ Flux Flux::load(WeightStore& store, const FluxParams& params, kernels::WeightMod
     impl->single_blocks.push_back(SingleStreamBlock::bind(w, str_cat("single_blocks.", i, "."), p));
   }
   impl->final_layer = LastLayer::bind(w, "final_layer.", hidden, p.out_channels);
+  impl->slots = w.slots();
   const auto files = store.files();
   store.finish(str_cat("flux transformer (", files.empty() ? std::string("no file") : files.front(),
                        files.size() > 1 ? " ..." : "", ")"));
@@ -211,7 +215,8 @@ Flux Flux::load(WeightStore& store, const FluxParams& params, kernels::WeightMod
 }
 
 Tensor Flux::forward(const Tensor& img_in, const Tensor& img_ids_in, const Tensor& txt_in, const Tensor& txt_ids_in,
-                     float t, const Tensor& y_in, float guidance, std::stop_token stop, const TensorTap& tap) const {
+                     float t, const Tensor& y_in, float guidance, std::stop_token stop, const TensorTap& tap,
+                     const LoraSet* loras) const {
   FLUX_CHECK(impl_ != nullptr, "Flux.forward: model not loaded");
   const FluxParams& p = params_;
   const Impl& m = *impl_;
@@ -229,9 +234,10 @@ Tensor Flux::forward(const Tensor& img_in, const Tensor& img_ids_in, const Tenso
   };
 
   // vec = time_in(t) [+ guidance_in(g)] + vector_in(y): [1, hidden]
-  Tensor vec = m.time_in.forward(transformer::timestep_embedding(t, 256));
-  if (p.guidance_embed) vec = nn::add(vec, m.guidance_in.forward(transformer::timestep_embedding(guidance, 256)));
-  vec = nn::add(vec, m.vector_in.forward(y_in.reshape({1, p.vec_in_dim})));
+  Tensor vec = m.time_in.forward(transformer::timestep_embedding(t, 256), loras);
+  if (p.guidance_embed)
+    vec = nn::add(vec, m.guidance_in.forward(transformer::timestep_embedding(guidance, 256), loras));
+  vec = nn::add(vec, m.vector_in.forward(y_in.reshape({1, p.vec_in_dim}), loras));
   emit("vec", vec);
   const Tensor silu_vec = nn::silu(vec.clone());  // every Modulation / the final layer take silu(vec)
 
@@ -242,11 +248,19 @@ Tensor Flux::forward(const Tensor& img_in, const Tensor& img_ids_in, const Tenso
     scratch_->ws = std::make_unique<transformer::Workspace>(p, n_txt, n_img);
   }
   transformer::Workspace& ws = lock.owns_lock() ? *scratch_->ws : own.emplace(p, n_txt, n_img);
+  // This call's adapters, for the blocks' products; cleared on the way out (the workspace outlives the call).
+  struct LorasInScope {
+    transformer::Workspace& ws;
+    ~LorasInScope() { ws.loras = nullptr; }
+  } loras_in_scope{ws};
+  ws.loras = loras;
 
   // x = cat(txt_in(txt), img_in(img)): [n_txt + n_img, hidden]
   Tensor& x = ws.x;
   m.txt_in.op.forward(txt.data<float>(), n_txt, x.mut<float>());
+  apply_lora(loras, m.txt_in, txt.data<float>(), n_txt, x.mut<float>());
   m.img_in.op.forward(img.data<float>(), n_img, x.mut<float>() + n_txt * hidden);
+  apply_lora(loras, m.img_in, img.data<float>(), n_img, x.mut<float>() + n_txt * hidden);
   Tensor ids = Tensor::empty(DType::f32, {n_txt + n_img, 3});
   std::copy_n(txt_ids.data<float>(), n_txt * 3, ids.mut<float>());
   std::copy_n(img_ids.data<float>(), n_img * 3, ids.mut<float>() + n_txt * 3);
@@ -272,6 +286,11 @@ Tensor Flux::forward(const Tensor& img_in, const Tensor& img_ids_in, const Tenso
   Tensor out = m.final_layer.forward(x.data<float>() + n_txt * hidden, n_img, silu_vec, ws);
   emit("final", out);
   return out;
+}
+
+const std::vector<LoraSlot>& Flux::lora_slots() const {
+  FLUX_CHECK(impl_ != nullptr, "Flux: model not loaded");
+  return impl_->slots;
 }
 
 }  // namespace flux

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "io/weight_store.h"
+#include "models/lora.h"
 #include "models/nn.h"
 #include "tensor/tensor.h"
 
@@ -43,12 +44,15 @@ struct FluxParams {
 // tensor, when set.
 using TensorTap = std::function<void(const std::string& name, const Tensor& value)>;
 
+class LoraSet;  // models/lora_runtime.h
+
 class Flux {
  public:
   // The store holds BFL names, or diffusers names (detected and mapped). `mode`: matmul weights reordered once
-  // (default) or per call (low memory; see kernels/matmul.h).
+  // (default) or per call (low memory; see kernels/matmul.h). `merged`: LoRA adapters merged into the weights they
+  // touch as they are bound (models/lora.h; float weights only).
   static Flux load(WeightStore& store, const FluxParams& params,
-                   kernels::WeightMode mode = kernels::default_weight_mode());
+                   kernels::WeightMode mode = kernels::default_weight_mode(), const LoraStack& merged = {});
   // ComfyUI checkpoints and some sd.cpp GGUF files nest the BFL names under "model.diffusion_model.": drops the
   // prefix. load() does it too; FluxParams::resolve() needs it done first.
   static void strip_checkpoint_prefix(WeightStore& store);
@@ -60,8 +64,12 @@ class Flux {
   // The blocks' scratch (and the hidden state) is sized for the sequence on the first call and kept for the
   // next calls of the same sequence length (the steps of a generation): a step allocates nothing per block.
   // Tapped tensors are views of that scratch, valid until the next forward.
+  // `loras`: adapters applied at run time for this call only (models/lora_runtime.h), bound to this model.
   Tensor forward(const Tensor& img, const Tensor& img_ids, const Tensor& txt, const Tensor& txt_ids, float t,
-                 const Tensor& y, float guidance, std::stop_token stop = {}, const TensorTap& tap = {}) const;
+                 const Tensor& y, float guidance, std::stop_token stop = {}, const TensorTap& tap = {},
+                 const LoraSet* loras = nullptr) const;
+  // The transformer's Linears by slot (nn::Linear::lora_slot), for LoraSet: module and weight shape.
+  const std::vector<LoraSlot>& lora_slots() const;
   // Bytes of scratch kept between forward calls (0 before the first, or after release_scratch).
   size_t scratch_bytes() const;
   // Frees the kept scratch (e.g. once the denoising loop is done: about 1 GB at 1024x1024).

@@ -9,6 +9,7 @@
 #include "base/thread_pool.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
+#include "models/lora_runtime.h"
 
 namespace flux::transformer {
 namespace {
@@ -31,9 +32,18 @@ void timed(Workspace& ws, double Workspace::Timings::* field, Fn&& fn) {
   ws.timings->*field += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// y: [m, out] = x: [m, in] W^T + b
+// y: [m, out] = x: [m, in] W^T + b (+ the run-time LoRA side products of this forward, if any)
 void product(const nn::Linear& l, const float* x, int64_t m, float* y, Workspace& ws) {
-  timed(ws, &Workspace::Timings::products, [&] { l.op.forward(x, m, y); });
+  timed(ws, &Workspace::Timings::products, [&] {
+    l.op.forward(x, m, y);
+    apply_lora(ws.loras, l, x, m, y);
+  });
+}
+
+// A Modulation's output into out: F32 [multiplier * hidden] (with the run-time LoRA side products, if any).
+void modulate(const Modulation& mod, const Tensor& silu_vec, float* out, const Workspace& ws) {
+  mod.forward(silu_vec, out);
+  apply_lora(ws.loras, mod.lin, silu_vec.data<float>(), 1, out);
 }
 
 // One stream's qkv rows (K H D: q | k | v, each heads x head_dim; row stride `stride`) -> ws.q/k/v
@@ -162,7 +172,14 @@ MLPEmbedder MLPEmbedder::bind(FluxWeights& w, const std::string& prefix, int64_t
   return {w.linear(prefix + "in_layer.", in, hidden), w.linear(prefix + "out_layer.", hidden, hidden)};
 }
 
-Tensor MLPEmbedder::forward(const Tensor& x) const { return out_layer.forward(nn::silu(in_layer.forward(x))); }
+Tensor MLPEmbedder::forward(const Tensor& x, const LoraSet* loras) const {
+  const auto run = [&](const nn::Linear& l, const Tensor& in) {
+    Tensor y = l.forward(in);
+    apply_lora(loras, l, in.data<float>(), in.numel() / l.op.in_features(), y.mut<float>());
+    return y;
+  };
+  return run(out_layer, nn::silu(run(in_layer, x)));
+}
 
 Modulation Modulation::bind(FluxWeights& w, const std::string& prefix, int64_t hidden, bool is_double) {
   Modulation m;
@@ -213,8 +230,8 @@ void DoubleStreamBlock::forward(float* x, const Tensor& silu_vec, const Position
   float* img = x + n_txt * hidden;  // [n_img, hidden]
   float* mods = ws.mod.mut<float>();  // [2, 6 hidden]: img_mod, txt_mod
   timed(ws, &Workspace::Timings::products, [&] {
-    img_mod.forward(silu_vec, mods);
-    txt_mod.forward(silu_vec, mods + 6 * hidden);
+    modulate(img_mod, silu_vec, mods, ws);
+    modulate(txt_mod, silu_vec, mods + 6 * hidden, ws);
   });
   const ModulationOut img_mod1 = img_mod.chunk(mods, 0), img_mod2 = img_mod.chunk(mods, 1);
   const ModulationOut txt_mod1 = txt_mod.chunk(mods + 6 * hidden, 0), txt_mod2 = txt_mod.chunk(mods + 6 * hidden, 1);
@@ -268,7 +285,7 @@ SingleStreamBlock SingleStreamBlock::bind(FluxWeights& w, const std::string& pre
 void SingleStreamBlock::forward(float* x, const Tensor& silu_vec, const PositionEmbedding& pe, Workspace& ws) const {
   const int64_t head_dim = hidden / num_heads, n = ws.n_rows, width = 3 * hidden + mlp_hidden;
   float* mods = ws.mod.mut<float>();  // [3 hidden]
-  timed(ws, &Workspace::Timings::products, [&] { modulation.forward(silu_vec, mods); });
+  timed(ws, &Workspace::Timings::products, [&] { modulate(modulation, silu_vec, mods, ws); });
   const ModulationOut mod = modulation.chunk(mods, 0);
   float* x_mod = ws.x_mod.mut<float>();
   float* lin1 = ws.wide.mut<float>();  // [n, 3 hidden + mlp]: qkv | mlp
@@ -301,10 +318,12 @@ LastLayer LastLayer::bind(FluxWeights& w, const std::string& prefix, int64_t hid
 Tensor LastLayer::forward(const float* x, int64_t n, const Tensor& silu_vec, Workspace& ws) const {
   float* mod = ws.mod.mut<float>();  // [2 hidden]: shift, scale
   adaLN_modulation.op.forward(silu_vec.data<float>(), 1, mod);
+  apply_lora(ws.loras, adaLN_modulation, silu_vec.data<float>(), 1, mod);
   float* normed = ws.x_mod.mut<float>();  // [n, hidden]
   kernels::layer_norm_modulate(x, normed, n, hidden, mod, mod + hidden, kNormEps);  // norm_final
   Tensor out = Tensor::empty(DType::f32, {n, linear.op.out_features()});
   linear.op.forward(normed, n, out.mut<float>());
+  apply_lora(ws.loras, linear, normed, n, out.mut<float>());
   return out;  // [n, out_channels]
 }
 

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "io/weight_store.h"
 #include "models/flux.h"
@@ -41,7 +42,13 @@ class FluxWeights {
   static bool has(const WeightStore& store, const std::string& bfl_name);
   static Shape shape_in(const WeightStore& store, const std::string& bfl_name);
 
+  // A Linear bound from "<prefix>weight" / "<prefix>bias", given the next LoRA slot (its module: the prefix without
+  // its '.'), with the merged LoRA stack (if any) added to its weight.
   nn::Linear linear(const std::string& prefix, int64_t in, int64_t out, bool bias = true);
+  void set_merged_loras(const LoraStack* stack) { merged_ = stack; }
+  // The modules of the Linears bound so far and their [out, in], by slot.
+  using Slot = LoraSlot;
+  const std::vector<Slot>& slots() const { return slots_; }
   nn::RMSNorm rms_norm(const std::string& name, int64_t dim, float eps);
   WeightStore& store() { return store_; }
   // Whether the blocks' products run in bf16: some block weight ("...blocks.N...", 2-D) is stored in 16 bits
@@ -54,7 +61,20 @@ class FluxWeights {
   bool diffusers_ = false;
   kernels::WeightMode mode_ = kernels::WeightMode::prepacked;
   std::optional<bool> products_in_bf16_;
+  const LoraStack* merged_ = nullptr;
+  std::vector<Slot> slots_;
 };
+
+// A diffusers FluxTransformer2DModel module (e.g. "transformer_blocks.0.attn.to_k", no ".weight") -> its BFL module
+// ("double_blocks.0.img_attn.qkv"), which of the row-joined parts it is (q, k, v[, mlp]: part * hidden is its first
+// row) and whether its rows are the BFL rows with the halves swapped (norm_out.linear). From flux_names.cc's one
+// table; nullopt if the table has no such module. Used by the LoRA reader (diffusers / PEFT adapters).
+struct DiffusersModule {
+  std::string bfl;
+  int part = 0, n_parts = 1;
+  bool swap_halves = false;
+};
+std::optional<DiffusersModule> bfl_module_of_diffusers(const std::string& diffusers_module);
 
 // Rotary tables of the joint sequence: cos, sin F32 [n_rows, head_dim / 2].
 struct PositionEmbedding {
@@ -93,6 +113,8 @@ struct Workspace {
     double products = 0, attention = 0;
   };
   Timings* timings = nullptr;
+  // Adapters applied at run time by the forward in progress (Flux::forward sets and clears it).
+  const LoraSet* loras = nullptr;
 
   // Whether this workspace fits a sequence of n_txt + n_img rows.
   bool fits(int64_t txt, int64_t img) const { return txt == n_txt && img == n_img; }
@@ -102,7 +124,7 @@ struct Workspace {
 struct MLPEmbedder {
   nn::Linear in_layer, out_layer;
   static MLPEmbedder bind(FluxWeights& w, const std::string& prefix, int64_t in, int64_t hidden);
-  Tensor forward(const Tensor& x) const;  // [1, in] -> [1, hidden]
+  Tensor forward(const Tensor& x, const LoraSet* loras = nullptr) const;  // [1, in] -> [1, hidden]
 };
 
 // (shift, scale, gate) pointers into a Modulation output, each F32 [hidden].

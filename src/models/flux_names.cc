@@ -158,6 +158,36 @@ Tensor swap_halves(const Tensor& t) {
 
 }  // namespace
 
+std::optional<DiffusersModule> bfl_module_of_diffusers(const std::string& diffusers_module) {
+  for (const Scope& scope : name_table()) {
+    std::string_view rest = diffusers_module;
+    std::string index;  // "N." of a block
+    if (*scope.diffusers) {
+      if (!starts_with(rest, scope.diffusers)) continue;
+      rest.remove_prefix(std::strlen(scope.diffusers));
+      const size_t dot = rest.find('.');
+      if (dot == std::string_view::npos) continue;
+      index = std::string(rest.substr(0, dot + 1));
+      rest.remove_prefix(dot + 1);
+    }
+    for (const NameRule& rule : scope.rules) {
+      const std::string_view bfl = rule.bfl;
+      if (bfl.back() != '.') continue;  // a parameter (norm scale), not a module
+      for (size_t i = 0; i < rule.diffusers.size(); ++i) {
+        const std::string_view d = rule.diffusers[i];
+        if (d.substr(0, d.size() - 1) != rest) continue;
+        DiffusersModule m;
+        m.bfl = str_cat(scope.bfl, index, bfl.substr(0, bfl.size() - 1));
+        m.part = static_cast<int>(i);
+        m.n_parts = static_cast<int>(rule.diffusers.size());
+        m.swap_halves = rule.join == Join::swap_halves;
+        return m;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 bool FluxWeights::is_diffusers(const WeightStore& store) { return store.contains("x_embedder.weight"); }
 
 bool FluxWeights::has(const WeightStore& store, const std::string& bfl_name) {
@@ -192,10 +222,14 @@ Tensor FluxWeights::get(const std::string& bfl_name, const Shape& shape, bool to
 }
 
 nn::Linear FluxWeights::linear(const std::string& prefix, int64_t in, int64_t out, bool bias) {
+  const std::string module = prefix.substr(0, prefix.size() - 1);
   Tensor w = get(prefix + "weight", {out, in}, false);
+  if (w.defined() && merged_ != nullptr && lora_touches(*merged_, module)) w = merge_lora(w, module, *merged_);
   Tensor b = bias ? get(prefix + "bias", {out}, true) : Tensor();
   nn::Linear l;
   if (w.defined() && (!bias || b.defined())) l.op = kernels::Linear(w, b, mode_);
+  l.lora_slot = static_cast<int>(slots_.size());
+  slots_.push_back({module, {out, in}});
   return l;
 }
 

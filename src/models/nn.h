@@ -25,6 +25,7 @@ void set_int8_everywhere(bool on);
 // encoders: bound at precision_without_int8().
 struct Linear {
   kernels::Linear op;
+  int lora_slot = -1;  // the FLUX transformer's: this Linear's index for run-time LoRA (models/lora_runtime.h)
 
   static Linear bind(WeightStore& store, const std::string& prefix, int64_t in, int64_t out, bool bias = true);
   Tensor forward(const Tensor& x) const { return op.forward(x); }  // [..., in] -> [..., out]

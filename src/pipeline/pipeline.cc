@@ -19,6 +19,8 @@
 #include "models/clip_text.h"
 #include "models/flux.h"
 #include "models/t5_encoder.h"
+#include "pipeline/img2img.h"
+#include "pipeline/loras.h"
 #include "pipeline/model_discovery.h"
 #include "pipeline/preview.h"
 #include "pipeline/prompt_cache.h"
@@ -39,6 +41,8 @@ const char* stage_name(Stage s) {
       return "denoise";
     case Stage::decode:
       return "decode";
+    case Stage::encode_image:
+      return "encode_image";
   }
   return "?";
 }
@@ -164,6 +168,17 @@ class FluxPipeline final : public Pipeline {
                      (r.noise.shape() == want || r.noise.shape() == Shape{16, r.height / 8, r.width / 8}),
                  "noise: expected ", want.str(), " for ", r.width, "x", r.height, ", got ", r.noise.shape().str());
     }
+    if (r.init_image) {
+      const Image& init = *r.init_image;
+      FLUX_CHECK(init.width > 0 && init.height > 0 &&
+                     init.pixels.size() == static_cast<size_t>(init.width) * static_cast<size_t>(init.height) * 3,
+                 "init image: expected RGB pixels for ", init.width, "x", init.height, ", got ", init.pixels.size(),
+                 " bytes");
+      img2img_t_start(r.steps > 0 ? r.steps : default_steps(), r.strength);  // throws naming strength and steps
+    }
+    for (const LoraSpec& l : r.loras)
+      FLUX_CHECK(std::isfinite(l.strength) && std::abs(l.strength) <= 100,
+                 "loras: strength: expected a finite value in [-100, 100], got ", l.strength);
     const StagePlan plan = memory_plan(r);
     if (!plan.fits) throw OverBudget(over_budget_message(plan, r.width, r.height));
   }
@@ -183,6 +198,9 @@ class FluxPipeline final : public Pipeline {
     m.resident = models_.resident_names();
     return m;
   }
+
+  // LoRA adapters fixed at load and the cache of per-request ones (set once by load()).
+  void set_loras(std::unique_ptr<PipelineLoras> loras) { loras_ = std::move(loras); }
 
   // The plan of the last job (at load: of `r`, a default-size request). Logs it when it changes; dropping
   // what the plan drops before the first stage.
@@ -255,23 +273,42 @@ class FluxPipeline final : public Pipeline {
     const Tensor& txt = text->txt;
     result.timings.encode_text_s = seconds_since(t0);
 
-    // Noise and packing.
+    // img2img: the init image's latent x0 [S, 64] (the VAE always stays resident; its encode needs less
+    // activation memory than the decode the plan budgets for, and under drop_transformer the transformer is
+    // not bound yet).
+    Tensor x0;
+    if (r.init_image) {
+      const auto te = Clock::now();
+      emit(Stage::encode_image, 0, 0);
+      models_.ensure(Component::vae);
+      x0 = encode_init_image(models_.vae(), *r.init_image, r.width, r.height, vae_tiling(r, "encoding"));
+      result.timings.encode_image_s = seconds_since(te);
+      if (stop.stop_requested()) throw Cancelled();
+    }
+
+    // Noise and packing; the schedule, trimmed by strength for img2img, and the noise mixed with x0 at its start.
     const auto t1 = Clock::now();
     const int64_t h = r.height / 8, w = r.width / 8;
     Tensor noise =
         r.noise.defined() ? r.noise.to(DType::f32).reshape(Shape{16, h, w}) : get_noise(r.height, r.width, r.seed);
-    const Tensor img = pack_latent(noise);  // [S, 64]
+    Tensor img = pack_latent(noise);  // [S, 64]
     const Tensor img_ids = make_img_ids(h, w);
     const Tensor txt_ids = make_txt_ids(txt.dim(0));
-    const std::vector<float> timesteps = get_schedule(result.steps, img.dim(0), variant() == Variant::dev);
-    const int total = result.steps;
+    std::vector<float> timesteps = get_schedule(result.steps, img.dim(0), variant() == Variant::dev);
+    if (r.init_image) {
+      timesteps = trim_schedule(timesteps, img2img_t_start(result.steps, r.strength));
+      img = mix_noise(img, x0, timesteps[0]);
+    }
+    const int total = static_cast<int>(timesteps.size()) - 1;
+    result.steps_run = total;
     models_.ensure(Component::transformer);
     models_.ensure(Component::vae);
     emit(Stage::denoise, 0, total);
     if (r.preview) ensure_preview();
     const Flux& flux = models_.transformer();
+    const std::optional<LoraSet> loras = loras_->set_for(flux, r.loras);  // run-time adapters (pipeline/loras.h)
     VelocityFn model = [&](const Tensor& x, float t) {
-      return flux.forward(x, img_ids, txt, txt_ids, t, y, r.guidance, stop);
+      return flux.forward(x, img_ids, txt, txt_ids, t, y, r.guidance, stop, {}, loras ? &*loras : nullptr);
     };
     StepFn on_step = [&](int k, const Tensor& x, const Tensor& v, float t, float) {
       std::optional<Image> preview;
@@ -310,12 +347,12 @@ class FluxPipeline final : public Pipeline {
 
  private:
   // --vae-tile, or tiles when the untiled decode's activations would exceed AutoEncoder::kAutoTileBytes.
-  VaeTiling vae_tiling(const GenerateRequest& r) const {
+  VaeTiling vae_tiling(const GenerateRequest& r, const char* what = "decoding") const {
     const AutoEncoderParams& p = models_.ae_params();
     VaeTiling t = AutoEncoder::auto_tiling(p, r.width, r.height);
     if (memory_.vae_tile >= 0) t.tile = memory_.vae_tile;
     if (t.tile > 0 && t.tile < std::max(r.width, r.height)) {
-      log_info("vae: decoding ", r.width, "x", r.height, " in tiles of at most ", t.tile, " px, overlap ", std::min(t.overlap, t.tile / 2),
+      log_info("vae: ", what, " ", r.width, "x", r.height, " in tiles of at most ", t.tile, " px, overlap ", std::min(t.overlap, t.tile / 2),
                " px (", memory_.vae_tile >= 0 ? std::string("--vae-tile")
                                                : str_cat("automatic: untiled, its activations would take ",
                                                          mib(AutoEncoder::decode_activation_bytes(p, r.width, r.height)),
@@ -343,6 +380,7 @@ class FluxPipeline final : public Pipeline {
   bool plan_logged_ = false;
   std::once_flag preview_once_;
   std::optional<LatentPreview> preview_;
+  std::unique_ptr<PipelineLoras> loras_ = std::make_unique<PipelineLoras>();
 };
 
 std::string config_or_file(const ComponentFiles& c) { return c.config.empty() ? c.weights : c.config; }
@@ -485,10 +523,15 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   if (options.first_width > 0 && !first_plan.fits)
     throw OverBudget(over_budget_message(first_plan, first.width, first.height));
 
+  // LoRA adapters fixed at load: read and checked against the model before any weight is bound, then merged as the
+  // transformer binds or kept for run time (pipeline/loras.h says which when).
+  auto loras = std::make_unique<PipelineLoras>(options, flux_params, flux_store, low_memory);
+
   ByteProgress bytes(progress, total, !low_memory);
   ResidentModels models({files.clip.weights, files.t5.weights, files.transformer.weights, files.vae.weights}, clip_cfg,
                         t5_cfg, flux_params, ae_params,
                         low_memory ? kernels::WeightMode::per_call : kernels::WeightMode::prepacked);
+  models.set_merged_loras(loras->merged());
   // Private memory each binding took (packed copies, converted parameters, and tensors the loaders build,
   // such as diffusers' q/k/v fused into one weight), measured as the growth of RssAnon.
   std::array<uint64_t, 4> copies{};
@@ -530,6 +573,7 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   auto pipeline =
       std::make_unique<FluxPipeline>(std::move(clip_tok), std::move(t5_tok), std::move(models), dtype,
                                      static_cast<size_t>(std::max(0, options.prompt_cache_entries)), std::move(memory));
+  pipeline->set_loras(std::move(loras));
   // The plan for a request of the default size (1024x1024), logged; what it drops before a first job goes now.
   pipeline->adopt_plan(first, options.first_width > 0 ? "the first job," : "the default size,");
   log_info("loaded ", pipeline->describe(), " in ", seconds_since(t0), " s");

@@ -32,6 +32,17 @@ struct ModelPaths {
 enum class Variant { schnell, dev };
 const char* variant_name(Variant v);
 
+// A LoRA adapter file and its strength (models/lora.h; pipeline/loras.h says how it is applied).
+struct LoraSpec {
+  std::string path;
+  float strength = 1.0f;
+};
+// How adapters fixed at load are applied: automatic = merged into the weights when they are f32/bf16/f16 and
+// prepacked, else at run time (quantized weights, low-memory mode); merged and runtime force one way.
+enum class LoraMode { automatic, merged, runtime };
+// "auto", "merge" or "runtime"; throws Error naming the value otherwise.
+LoraMode parse_lora_mode(const std::string& s);
+
 struct LoadOptions {
   int n_threads = 0;  // kernel pool size; 0 = cores
   // Reorder weights per call instead of once (see DESIGN.md), and drop every stage's weights when it is done
@@ -56,6 +67,12 @@ struct LoadOptions {
   // (OverBudget) before any weight is bound, and the load binds in that job's plan's order. 0 = the default
   // size (1024x1024), and no refusal at load (a server refuses per request).
   int first_width = 0, first_height = 0;
+  // LoRA adapters applied to every job (generate --lora), in order, and how (LoraMode).
+  std::vector<LoraSpec> loras;
+  LoraMode lora_mode = LoraMode::automatic;
+  // Keys naming no module of the model: one warning instead of an error (also for per-request adapters).
+  bool lora_lenient = false;
+  int lora_cache_entries = 4;  // per-request adapters kept parsed (by path, size and mtime)
 };
 
 // Byte progress while loading: component ("t5", "transformer", ...), bytes done and total over all components.
@@ -68,8 +85,18 @@ struct GenerateRequest {
   int steps = 0;          // 0 = the variant's default (schnell 4, dev 28)
   float guidance = 3.5f;  // dev only
   uint64_t seed = 0;
+  // This job's LoRA adapters (the server's, resolved inside --lora-dir), applied at run time on top of any fixed at
+  // load; the base weights are never touched, so the next job without them runs the plain model.
+  std::vector<LoraSpec> loras;
   Tensor noise;          // optional F32 [1, 16, H/8, W/8]: replaces the seeded noise (exact reproducibility)
   bool preview = false;  // decode a small preview image at each step
+  // Image-to-image: the init image (any size; fitted to width x height by io/image_resize.h's rule: scale to
+  // cover, centre crop) and how much of the schedule runs: t_start = int(max(N - min(N * strength, N), 0)),
+  // N - t_start steps (pipeline/img2img.h). strength 1 runs the whole schedule from pure noise (the text-to-image
+  // result); 0.6 is diffusers' default. Ignored without init_image. Shared and immutable: requests are copied
+  // (queues, n images per request), pictures are not.
+  std::shared_ptr<const Image> init_image;
+  double strength = 0.6;
 };
 
 // Image sides: multiples of 16 in [16, 16384]; throws Error naming the field and the nearest valid sizes.
@@ -78,13 +105,13 @@ void check_image_size(int width, int height);
 int default_steps(Variant v);
 int t5_length(Variant v);
 
-enum class Stage { encode_text, denoise, decode };
+enum class Stage { encode_text, denoise, decode, encode_image };  // encode_image: img2img's VAE encode
 const char* stage_name(Stage s);
 
 struct ProgressEvent {
   Stage stage = Stage::encode_text;
   int step = 0;                  // steps done (denoise), 0..total
-  int total = 0;                 // steps in all (denoise)
+  int total = 0;                 // steps in all (denoise): the steps that run (img2img: N - t_start)
   double elapsed_s = 0;          // since run() started
   std::optional<Image> preview;  // when requested, at denoise steps
 };
@@ -94,6 +121,7 @@ struct StageTimings {
   double encode_text_s = 0, denoise_s = 0, decode_s = 0, total_s = 0;
   // Parts of encode_text_s: each encoder's forward pass incl. re-binding it when dropped (0 on a cache hit).
   double clip_s = 0, t5_s = 0;
+  double encode_image_s = 0;  // img2img: fitting and VAE-encoding the init image
 };
 
 struct GenerateResult {
@@ -101,6 +129,7 @@ struct GenerateResult {
   StageTimings timings;
   uint64_t seed = 0;
   int steps = 0;
+  int steps_run = 0;  // denoising steps that ran: steps, or steps - t_start with an init image
   bool prompt_truncated = false;
 };
 

@@ -46,7 +46,7 @@ void ResidentModels::bind(Component c, WeightStore& store) {
       t5_.emplace(T5Encoder::load(store, t5_config_));
       break;
     case Component::transformer:
-      flux_.emplace(Flux::load(store, flux_params_, mode_));
+      flux_.emplace(Flux::load(store, flux_params_, mode_, merged_loras_));
       break;
     case Component::vae:
       ae_.emplace(AutoEncoder::load(store, ae_params_));

@@ -28,6 +28,8 @@ class ResidentModels {
   ResidentModels(Sources sources, ClipTextConfig clip, T5Config t5, FluxParams flux, AutoEncoderParams ae,
                  kernels::WeightMode mode);
 
+  // LoRA adapters merged into the transformer's weights whenever it is bound (at load and when re-bound).
+  void set_merged_loras(LoraStack stack) { merged_loras_ = std::move(stack); }
   // Binds `c` from an opened store (at load: the caller reports byte progress around it).
   void bind(Component c, WeightStore& store);
   // Re-binds `c` from its files if it was dropped; logs what it took.
@@ -63,6 +65,7 @@ class ResidentModels {
   std::optional<ClipTextModel> clip_;
   std::optional<T5Encoder> t5_;
   std::optional<Flux> flux_;
+  LoraStack merged_loras_;
   std::optional<AutoEncoder> ae_;
   std::array<std::vector<std::string>, 4> files_;  // by Component
 };

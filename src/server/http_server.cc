@@ -10,6 +10,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -21,6 +22,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <optional>
 #include <thread>
@@ -44,6 +46,34 @@ std::chrono::milliseconds to_ms(double seconds) {
 Response error_response(int status, const std::string& message, const std::string& param = {},
                         const std::string& code = {}) {
   return {status, "application/json", error_json(status, message, param, code), {}};
+}
+
+// The answer to an exception thrown while routing: HttpError as it says, flux::Error 400, anything else 500.
+Response error_for(const Request& request, std::exception_ptr failure) {
+  try {
+    std::rethrow_exception(failure);
+  } catch (const HttpError& e) {
+    Response r = error_response(e.status, e.what(), e.param, e.code);
+    r.headers = e.headers;
+    return r;
+  } catch (const Error& e) {
+    return error_response(400, e.what(), "", "invalid_value");
+  } catch (const std::exception& e) {
+    log_error("server: ", request.method, " ", request.path, ": internal error: ", e.what());
+    return error_response(500, str_cat("internal error: ", e.what()), "", "internal_error");
+  }
+}
+
+// Runs on the worker pool: parse_image_route, its result or failure handed back through the references (the
+// caller co_awaits this, so they outlive it).
+asio::awaitable<void> parse_on_worker(const Request& request, Limits limits, std::optional<ImageRequest>& out,
+                                      std::exception_ptr& failure) {
+  try {
+    out = parse_image_route(request, limits);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  co_return;
 }
 
 class Server {
@@ -81,11 +111,14 @@ class Server {
       }
     }
     context_->io_scheduling = current_thread_scheduling();
+    // The upload parser runs below the I/O thread, like the compute threads (its one thread takes this first).
+    asio::post(workers_, [] { lower_current_thread_priority(); });
     signals_.async_wait([this](const boost::system::error_code& ec, int signal) {
       if (!ec) begin_shutdown(signal);
     });
     asio::co_spawn(ioc_, accept_loop(), asio::detached);
     ioc_.run();
+    workers_.join();
     if (shutdown_thread_.joinable()) shutdown_thread_.join();
     engine_->shutdown();
     log_info("server: stopped");
@@ -143,6 +176,7 @@ class Server {
       const size_t q = target.find('?');
       request.path = target.substr(0, q);
       if (q != std::string::npos) request.query = target.substr(q + 1);
+      request.content_type = std::string(req[http::field::content_type]);
       request.body = std::move(req.body());
       bool keep_alive = req.keep_alive() && !context_->shutting_down;
 
@@ -150,14 +184,23 @@ class Server {
       std::optional<Response> error;
       try {
         route = route_request(request, *context_);
-      } catch (const HttpError& e) {
-        error = error_response(e.status, e.what(), e.param, e.code);
-        error->headers = e.headers;
-      } catch (const Error& e) {
-        error = error_response(400, e.what(), "", "invalid_value");
-      } catch (const std::exception& e) {
-        log_error("server: ", request.method, " ", request.path, ": internal error: ", e.what());
-        error = error_response(500, str_cat("internal error: ", e.what()), "", "internal_error");
+      } catch (...) {
+        error = error_for(request, std::current_exception());
+      }
+      if (route && route->kind == RouteResult::Kind::parse_image) {
+        // JSON with a base64 picture or a multipart upload: parsed and decoded on the worker (milliseconds for a
+        // large image), submitted back here. (No co_await inside try: GCC 12 mishandles it.)
+        std::optional<ImageRequest> parsed;
+        std::exception_ptr failure;
+        co_await asio::co_spawn(workers_, parse_on_worker(request, options_.limits, parsed, failure),
+                                asio::use_awaitable);
+        try {
+          if (failure) std::rethrow_exception(failure);
+          route = submit_image_route(request, std::move(*parsed), *context_);
+        } catch (...) {
+          route.reset();
+          error = error_for(request, std::current_exception());
+        }
       }
       int status = 0;
       bool ok = true;
@@ -210,6 +253,8 @@ class Server {
   ServerOptions options_;
   std::function<std::unique_ptr<Engine>()> make_engine_;
   asio::io_context ioc_{1};
+  // Request parsing too heavy for the I/O thread (image uploads: base64, PNG/JPEG decoding).
+  asio::thread_pool workers_{1};
   tcp::acceptor acceptor_{ioc_};
   asio::signal_set signals_{ioc_, SIGINT, SIGTERM};
   std::unique_ptr<Engine> engine_;

@@ -12,6 +12,7 @@ struct Request {
   std::string method;  // "GET", "POST", ...
   std::string path;    // "/v1/jobs/abc" (no query)
   std::string query;   // after '?', may be empty
+  std::string content_type;  // the Content-Type header ("" when absent)
   std::string body;
 };
 

@@ -12,7 +12,8 @@ std::string route_template(const std::string& path) {
     return slash == std::string::npos ? "/v1/jobs/{id}" : "/v1/jobs/{id}" + path.substr(slash);
   }
   static const char* known[] = {
-      "/", "/health", "/ready", "/metrics", "/v1/models", "/v1/jobs", "/v1/images/generations"};
+      "/", "/health", "/ready", "/metrics", "/v1/models", "/v1/jobs", "/v1/images/generations",
+      "/v1/images/edits"};
   for (const char* k : known)
     if (path == k) return path;
   return "other";

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "pipeline/lora_dir.h"
 #include "server/errors.h"
 
 namespace flux::server {
@@ -46,6 +47,47 @@ bool get_bool(const json& v, const std::string& name) {
 uint64_t random_seed() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   return rng() >> 32;
+}
+
+// `loras`: [{"name": "...", "strength": 1.0}, ...] -> the adapters' files, resolved inside limits.lora_dir only
+// (unknown name: 404; a path, "..", or a link out of the folder: 400; pipeline/lora_dir.h).
+std::vector<LoraSpec> parse_loras(const json& v, const Limits& limits) {
+  const std::string p = "loras";
+  if (!v.is_array()) bad(p, str_cat("loras: expected an array of {\"name\", \"strength\"}, got ", type_name(v)));
+  if (!v.empty() && limits.lora_dir.empty())
+    bad(p, "loras: this server has no LoRA folder (start it with serve --lora-dir DIR)");
+  if (v.size() > static_cast<size_t>(limits.max_loras))
+    bad(p, str_cat("loras: at most ", limits.max_loras, " adapters, got ", v.size()));
+  std::vector<LoraSpec> out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const json& item = v[i];
+    const std::string where = str_cat("loras[", i, "]");
+    if (!item.is_object()) bad(p, str_cat(where, ": expected {\"name\", \"strength\"}, got ", type_name(item)));
+    std::string name;
+    float strength = 1.0f;
+    for (const auto& [key, value] : item.items()) {
+      if (key == "name") {
+        if (!value.is_string()) bad(p, str_cat(where, ".name: expected a string, got ", type_name(value)));
+        name = value.get<std::string>();
+      } else if (key == "strength") {
+        if (!value.is_number()) bad(p, str_cat(where, ".strength: expected a number, got ", type_name(value)));
+        const double x = value.get<double>();
+        if (!(x >= -10 && x <= 10)) bad(p, str_cat(where, ".strength: expected -10..10, got ", x));
+        strength = static_cast<float>(x);
+      } else {
+        bad(p, str_cat(where, ": unknown field \"", key, "\" (expected name, strength)"));
+      }
+    }
+    if (name.empty()) bad(p, str_cat(where, ".name: required"));
+    try {
+      out.push_back({resolve_lora_name(limits.lora_dir, name), strength});
+    } catch (const LoraNameError& e) {
+      const bool missing = e.kind == LoraNameError::Kind::not_found;
+      throw HttpError(missing ? 404 : 400, str_cat(where, ": ", e.what()), p,
+                      missing ? "lora_not_found" : "invalid_value");
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -133,12 +175,23 @@ ImageRequest parse_image_request(std::string_view body, Endpoint endpoint, const
       r.partial_images = static_cast<int>(get_int(value, key, 0, 3));
     } else if (key == "preview" && !openai) {
       g.preview = get_bool(value, key);
+    } else if (key == "image") {
+      r.image = get_string(value, key);  // decoded later, off the I/O thread (image_upload.h)
+      if (r.image.empty()) bad(key, "image: expected a base64 PNG or JPEG (or a data: URL), got an empty string");
+    } else if (key == "strength") {
+      if (!value.is_number()) bad(key, str_cat("strength: expected a number in [0, 1], got ", type_name(value)));
+      const double x = value.get<double>();
+      if (!(x >= 0 && x <= 1)) bad(key, str_cat("strength: expected a number in [0, 1], got ", x));
+      g.strength = x;
+      r.has_strength = true;
+    } else if (key == "loras") {
+      g.loras = parse_loras(value, limits);
     } else {
       bad(key, str_cat("unknown field \"", key, "\"",
                        openai ? ""
                               : " (native jobs: prompt, size or width+height, "
                                 "steps, seed, guidance, preview, n, model, "
-                                "response_format, output_format)"));
+                                "response_format, output_format, image, strength, loras)"));
     }
   }
   if (!has_prompt) bad("prompt", "prompt: required");

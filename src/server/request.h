@@ -17,6 +17,10 @@ struct Limits {
   int max_n = 4;  // images per OpenAI request
   int default_width = 1024;
   int default_height = 1024;
+  // Where a request's `loras` names resolve (serve --lora-dir; pipeline/lora_dir.h); empty = LoRAs refused.
+  std::string lora_dir;
+  int max_loras = 8;  // adapters per request
+  int64_t max_image_pixels = 4096 * 4096;  // an uploaded init image (img2img), checked before it is decoded
 };
 
 // POST /v1/images/generations (OpenAI fields + seed, steps, guidance) or POST /v1/jobs (the same, with
@@ -27,6 +31,11 @@ struct ImageRequest {
   bool stream = false;     // OpenAI: answer with Server-Sent Events
   int partial_images = 0;  // OpenAI streaming: previews sent before the final image (0..3)
   std::string model;       // accepted, informative only (one model is served)
+  // img2img: the init image as sent: base64 or a data: URL (JSON `image`), or the raw bytes of a multipart
+  // upload (image_base64 false); decoded off the I/O thread into generate.init_image (image_upload.h).
+  std::string image;
+  bool image_base64 = true;
+  bool has_strength = false;  // `strength` was given (generate.strength)
 };
 
 enum class Endpoint { openai, jobs };

@@ -3,7 +3,9 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "pipeline/lora_dir.h"
 #include "server/errors.h"
+#include "server/image_upload.h"
 #include "server/sse.h"
 #include "server/web_page.h"
 
@@ -77,6 +79,16 @@ Response models(const ServerContext& c) {
   return json_response(200, {{"object", "list"}, {"data", data}});
 }
 
+// GET /v1/loras: the adapters of --lora-dir (each file's header is read once, then remembered by size and mtime).
+Response loras(const ServerContext& c) {
+  json data = json::array();
+  if (!c.options.limits.lora_dir.empty()) {
+    for (const LoraFileInfo& f : list_lora_dir(c.options.limits.lora_dir))
+      data.push_back({{"name", f.name}, {"object", "lora"}, {"size", f.size}, {"format", f.format}});
+  }
+  return json_response(200, {{"object", "list"}, {"data", data}});
+}
+
 // Submits one job; maps the engine's refusals to 429 / 503 / 400 (a size over the memory budget included).
 std::string submit(ServerContext& c, const GenerateRequest& request) {
   if (c.shutting_down) {
@@ -103,9 +115,9 @@ std::string submit(ServerContext& c, const GenerateRequest& request) {
   }
 }
 
-RouteResult generations(const Request& request, ServerContext& c) {
+RouteResult generations(ImageRequest image, ServerContext& c) {
   RouteResult result;
-  result.image = parse_image_request(request.body, Endpoint::openai, c.options.limits);
+  result.image = std::move(image);
   for (int i = 0; i < result.image.n; ++i) {
     GenerateRequest g = result.image.generate;
     g.seed += static_cast<uint64_t>(i);
@@ -120,8 +132,7 @@ RouteResult generations(const Request& request, ServerContext& c) {
   return result;
 }
 
-Response create_job(const Request& request, ServerContext& c) {
-  const ImageRequest image = parse_image_request(request.body, Endpoint::jobs, c.options.limits);
+Response create_job(const ImageRequest& image, ServerContext& c) {
   const std::string id = submit(c, image.generate);
   const auto info = c.engine.info(id);
   Response r = json_response(202, {{"id", id},
@@ -204,20 +215,36 @@ RouteResult route_request(const Request& request, ServerContext& c) {
     only("GET");
     return respond({200, "text/plain; version=0.0.4", c.metrics.render(c.engine.stats(), c.engine.load_status()), {}});
   }
+  if (p == "/v1/loras") {
+    only("GET");
+    return respond(loras(c));
+  }
   if (p == "/v1/models") {
     only("GET");
     return respond(models(c));
   }
-  if (p == "/v1/images/generations") {
+  if (p == "/v1/images/generations" || p == "/v1/images/edits" || p == "/v1/jobs") {
     only("POST");
-    return generations(request, c);
-  }
-  if (p == "/v1/jobs") {
-    only("POST");
-    return respond(create_job(request, c));
+    RouteResult r;
+    r.kind = Kind::parse_image;  // parse_image_route on a worker, then submit_image_route
+    return r;
   }
   if (p.rfind("/v1/jobs/", 0) == 0 && p.size() > 9) return job_route(request, c);
   throw HttpError(404, str_cat("no route for ", p), "", "not_found");
+}
+
+ImageRequest parse_image_route(const Request& request, const Limits& limits) {
+  ImageRequest image =
+      request.path == "/v1/images/edits"
+          ? parse_edit_request(request.body, request.content_type, limits)
+          : parse_image_request(request.body, request.path == "/v1/jobs" ? Endpoint::jobs : Endpoint::openai, limits);
+  decode_request_image(image, limits);
+  return image;
+}
+
+RouteResult submit_image_route(const Request& request, ImageRequest image, ServerContext& c) {
+  if (request.path == "/v1/jobs") return respond(create_job(image, c));
+  return generations(std::move(image), c);
 }
 
 }  // namespace flux::server

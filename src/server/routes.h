@@ -18,7 +18,7 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;  // 0 = pick a free port (tests)
   Limits limits;
-  size_t max_body = 1 << 20;  // bytes of a request body
+  size_t max_body = 16 << 20;  // bytes of a request body (img2img uploads: a base64 or multipart picture)
   double timeout_s = 30;      // reading a request / writing a response
   double retry_after_s = 5;   // Retry-After for 429 and 503
   bool realtime_io = true;    // the I/O thread real-time when allowed (http_server.cc)
@@ -35,7 +35,10 @@ struct ServerContext {
 };
 
 struct RouteResult {
-  enum class Kind { respond, job_events, generate_wait, generate_stream };
+  // parse_image: an image route (POST /v1/images/generations, /v1/images/edits, /v1/jobs) whose body the
+  // connection parses off the I/O thread (parse_image_route on a worker: JSON or multipart, base64, the image
+  // decode), then submits here (submit_image_route).
+  enum class Kind { respond, job_events, generate_wait, generate_stream, parse_image };
   Kind kind = Kind::respond;
   Response response;                 // respond
   std::vector<std::string> job_ids;  // job_events: one; generate_*: one per image
@@ -43,5 +46,9 @@ struct RouteResult {
 };
 
 RouteResult route_request(const Request& request, ServerContext& context);
+// Kind::parse_image, part 1 (any thread; pure): the request's body -> ImageRequest with its init image decoded.
+ImageRequest parse_image_route(const Request& request, const Limits& limits);
+// Part 2 (I/O thread): submits the parsed request as its route does; answers like route_request.
+RouteResult submit_image_route(const Request& request, ImageRequest image, ServerContext& context);
 
 }  // namespace flux::server

@@ -34,6 +34,10 @@ const char* web_page_html() {
     <button id="go" type="submit">Generate</button>
     <button id="cancel" type="button" disabled>Cancel</button>
   </p>
+  <p id="lora-picker" hidden>
+    <label>LoRA <select id="lora"><option value="">none</option></select></label>
+    <label>strength <input id="lora-strength" type="number" min="-10" max="10" step="0.05" value="1"></label>
+  </p>
 </form>
 <progress id="bar" max="1" value="0"></progress>
 <div id="status"></div>
@@ -53,6 +57,15 @@ async function health() {
 }
 setInterval(health, 2000); health();
 
+// The LoRA picker: shown only when the server lists adapters (serve --lora-dir).
+(async () => {
+  try {
+    const list = (await (await fetch("/v1/loras")).json()).data || [];
+    for (const l of list) $("lora").add(new Option(`${l.name} (${l.format})`, l.name));
+    $("lora-picker").hidden = list.length === 0;
+  } catch (e) { /* no picker */ }
+})();
+
 function finish(text) {
   $("status").textContent = text;
   $("go").disabled = false; $("cancel").disabled = true;
@@ -64,6 +77,7 @@ $("form").addEventListener("submit", async (e) => {
   const body = { prompt: $("prompt").value, size: $("size").value, preview: true };
   if ($("steps").value) body.steps = Number($("steps").value);
   if ($("seed").value) body.seed = Number($("seed").value);
+  if ($("lora").value) body.loras = [{ name: $("lora").value, strength: Number($("lora-strength").value) }];
   $("go").disabled = true; $("bar").value = 0; $("status").textContent = "submitting...";
   const r = await fetch("/v1/jobs", { method: "POST", headers: { "Content-Type": "application/json" },
                                       body: JSON.stringify(body) });
