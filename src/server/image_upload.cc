@@ -69,6 +69,15 @@ bool field_bool(const std::string& name, std::string_view text) {
   bad(name, str_cat(name, ": expected true or false, got \"", std::string(text.substr(0, 40)), "\""));
 }
 
+json field_json(const std::string& name, std::string_view text) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception&) {
+    bad(name, str_cat(name, ": expected JSON text (an array of {\"name\", \"strength\"}), got \"",
+                      std::string(text.substr(0, 40)), "\""));
+  }
+}
+
 }  // namespace
 
 std::vector<uint8_t> base64_decode(std::string_view text, const std::string& param) {
@@ -151,6 +160,8 @@ ImageRequest parse_edit_request(std::string_view body, std::string_view content_
       fields[name] = field_number(name, p.data);
     else if (name == "stream")
       fields[name] = field_bool(name, p.data);
+    else if (name == "loras")  // the JSON array the JSON bodies take, as the field's text
+      fields[name] = field_json(name, p.data);
     else
       fields[name] = std::string(p.data);
   }

@@ -219,6 +219,17 @@ TEST(ImageUpload, EditsMultipartShape) {
     EXPECT_EQ(e.status, 400);
     EXPECT_EQ(e.param, param) << e.what();
   }
+  // `loras` travels as JSON text in a form field: malformed text is refused by name; an array reaches the
+  // adapters' parser (which refuses it here: these limits name no LoRA folder).
+  const std::string with_image = field("prompt", "x") + file("image", "a.png", png_of(4, 4));
+  const HttpError not_json =
+      refusal([&] { parse_edit_request(with_image + field("loras", "[{") + kEnd, kType, limits()); });
+  EXPECT_EQ(not_json.param, "loras");
+  EXPECT_NE(std::string(not_json.what()).find("expected JSON text"), std::string::npos) << not_json.what();
+  const HttpError no_dir =
+      refusal([&] { parse_edit_request(with_image + field("loras", R"([{"name": "a"}])") + kEnd, kType, limits()); });
+  EXPECT_EQ(no_dir.param, "loras");
+  EXPECT_NE(std::string(no_dir.what()).find("no LoRA folder"), std::string::npos) << no_dir.what();
   // A JSON body is accepted on /edits too, with the image required.
   EXPECT_EQ(refusal([&] { parse_edit_request(R"({"prompt": "x"})", "application/json", limits()); }).param, "image");
 }
