@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -97,6 +99,26 @@ Diff compare(const Tensor& got, const Tensor& want) {
   if (got.numel() != want.numel()) return Diff{INFINITY, INFINITY, INFINITY};
   Tensor g = got.to(DType::f32), w = want.to(DType::f32);
   return compare(g.data<float>(), w.data<float>(), static_cast<size_t>(g.numel()));
+}
+
+U8Diff compare_u8(const uint8_t* got, const uint8_t* want, int64_t n) {
+  U8Diff d;
+  d.n_total = n;
+  for (int64_t i = 0; i < n; ++i) {
+    const int e = std::abs(int(got[i]) - int(want[i]));
+    d.n_diff += e != 0;
+    d.max_diff = std::max(d.max_diff, e);
+  }
+  return d;
+}
+
+void expect_u8(const std::string& what, const Image& img, const Tensor& want) {
+  ASSERT_EQ(img.pixels.size(), static_cast<size_t>(want.numel())) << what;
+  const U8Diff d = compare_u8(img.pixels.data(), want.data<uint8_t>(), want.numel());
+  std::printf("[ u8       ] %s: %lld/%lld values differ (max %d)\n", what.c_str(), static_cast<long long>(d.n_diff),
+              static_cast<long long>(d.n_total), d.max_diff);
+  EXPECT_LE(d.max_diff, 1) << what;
+  EXPECT_LE(d.n_diff, d.n_total / 100) << what;
 }
 
 }  // namespace flux::test

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "io/image.h"
 #include "tensor/tensor.h"
 
 namespace flux::test {
@@ -47,5 +48,14 @@ Diff compare(const Tensor& got, const Tensor& want);  // both converted to f32; 
     const ::flux::test::Diff d_ = ::flux::test::compare(got, want);                      \
     EXPECT_LE(d_.max_rel, tol) << "rms_rel " << d_.rms_rel << " max_abs " << d_.max_abs; \
   } while (0)
+
+// Pixels of a picture against a reference uint8 tensor: how many differ and by how much at most.
+struct U8Diff {
+  int64_t n_diff = 0, n_total = 0;
+  int max_diff = 0;
+};
+U8Diff compare_u8(const uint8_t* got, const uint8_t* want, int64_t n);
+// The manifest's uint8 rule: values differ by at most 1, on at most 1% of them (the counts are printed).
+void expect_u8(const std::string& what, const Image& img, const Tensor& want);
 
 }  // namespace flux::test

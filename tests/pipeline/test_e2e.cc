@@ -37,28 +37,9 @@ std::string diffusers_dir(bool dev) {
   return test::golden_dir() + (dev ? "/models/FLUX.1-dev" : "/models/FLUX.1-schnell");
 }
 
-struct U8Diff {
-  int64_t n_diff = 0, n_total = 0;
-  int max_diff = 0;
-};
-U8Diff compare_u8(const uint8_t* got, const uint8_t* want, int64_t n) {
-  U8Diff d;
-  d.n_total = n;
-  for (int64_t i = 0; i < n; ++i) {
-    const int e = std::abs(int(got[i]) - int(want[i]));
-    d.n_diff += e != 0;
-    d.max_diff = std::max(d.max_diff, e);
-  }
-  return d;
-}
-void expect_u8(const char* what, const Image& img, const Tensor& want) {
-  ASSERT_EQ(img.pixels.size(), static_cast<size_t>(want.numel())) << what;
-  const U8Diff d = compare_u8(img.pixels.data(), want.data<uint8_t>(), want.numel());
-  std::printf("[ u8       ] %s: %lld/%lld values differ (max %d)\n", what, static_cast<long long>(d.n_diff),
-              static_cast<long long>(d.n_total), d.max_diff);
-  EXPECT_LE(d.max_diff, 1) << what;
-  EXPECT_LE(d.n_diff, d.n_total / 100) << what;
-}
+using test::compare_u8;
+using test::expect_u8;
+using test::U8Diff;
 
 // The sampler with the stored txt / vec / noise, weights from one source; references from the case's file, or
 // from `reference` (the quantized cases: same inputs, the transformer's weights dequantized).

@@ -47,21 +47,7 @@ Image image_of_u8(const Tensor& hwc) {  // U8 [H, W, 3]
 
 int64_t scalar_i64(const Tensor& t) { return t.data<int64_t>()[0]; }
 
-// The manifest's uint8 rule: |diff| <= 1, on at most 1% of the values.
-void expect_u8(const std::string& what, const Image& img, const Tensor& want) {
-  ASSERT_EQ(img.pixels.size(), static_cast<size_t>(want.numel())) << what;
-  int64_t n_diff = 0;
-  int max_diff = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const int e = std::abs(int(img.pixels[static_cast<size_t>(i)]) - int(want.data<uint8_t>()[i]));
-    n_diff += e != 0;
-    max_diff = std::max(max_diff, e);
-  }
-  std::printf("[ u8       ] %s: %lld/%lld values differ (max %d)\n", what.c_str(), static_cast<long long>(n_diff),
-              static_cast<long long>(want.numel()), max_diff);
-  EXPECT_LE(max_diff, 1) << what;
-  EXPECT_LE(n_diff, want.numel() / 100) << what;
-}
+using test::expect_u8;
 
 TEST(Img2Img, StrengthToStartStepInDouble) {
   struct Row {

@@ -39,20 +39,7 @@ SafetensorsFile golden(const Case& c) {
   return SafetensorsFile::open(lora_dir() + "e2e_schnell_64x64_" + c.name + ".safetensors");
 }
 
-void expect_u8(const std::string& what, const Image& img, const Tensor& want) {
-  ASSERT_EQ(img.pixels.size(), static_cast<size_t>(want.numel())) << what;
-  int64_t n_diff = 0;
-  int max_diff = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const int e = std::abs(int(img.pixels[static_cast<size_t>(i)]) - int(want.data<uint8_t>()[i]));
-    n_diff += e != 0;
-    max_diff = std::max(max_diff, e);
-  }
-  std::printf("[ lora u8  ] %s: %lld/%lld values differ (max %d)\n", what.c_str(), static_cast<long long>(n_diff),
-              static_cast<long long>(want.numel()), max_diff);
-  EXPECT_LE(max_diff, 1) << what;
-  EXPECT_LE(n_diff, want.numel() / 100) << what;
-}
+using test::expect_u8;
 
 // The sampler with stored txt / vec / noise: every step's latent and prediction, the decoded image and uint8.
 void run_sampler(const Case& c, bool merged) {

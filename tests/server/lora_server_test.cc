@@ -70,19 +70,6 @@ class LoraServerTest : public ::testing::Test {
 std::string LoraServerTest::dir_;
 ServerProcess* LoraServerTest::server_ = nullptr;
 
-// The manifest's rule: values differ by at most 1, on at most 1% of them.
-void expect_u8(const std::string& what, const Image& img, const Tensor& want) {
-  ASSERT_EQ(img.pixels.size(), static_cast<size_t>(want.numel())) << what;
-  int64_t n_diff = 0;
-  int max_diff = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const int e = std::abs(int(img.pixels[static_cast<size_t>(i)]) - int(want.data<uint8_t>()[i]));
-    n_diff += e != 0;
-    max_diff = std::max(max_diff, e);
-  }
-  EXPECT_LE(max_diff, 1) << what;
-  EXPECT_LE(n_diff, want.numel() / 100) << what;
-}
 
 TEST_F(LoraServerTest, ListsTheFolder) {
   const HttpResponse r = http_request(server_->port(), "GET", "/v1/loras");
