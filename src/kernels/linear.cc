@@ -151,7 +151,11 @@ struct Linear::Impl {
       const dnnl::memory::desc b =
           bias.empty() ? dnnl::memory::desc() : dnnl::memory::desc({1, width}, dt::f32, tag::ab);
       const dnnl::memory::desc& w = panels_for(m).md(width);
-      auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w, b, dst), cpu_engine());
+      // Scratch memory is ours (forward's per-thread buffer): in oneDNN's default mode a primitive holds the
+      // global scratchpad of the thread that made it, which leaks when that thread ends first.
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w, b, dst), attr, cpu_engine());
       slot = std::make_shared<const Primitive>(Primitive{pd, dnnl::matmul(pd)});
     }
     return slot;
@@ -308,7 +312,7 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
     return;
   }
   // Per-thread scratch, grown only: concurrent calls from different threads never share it.
-  thread_local AlignedBuffer x_bf16, plain, packed, y_panel;
+  thread_local AlignedBuffer x_bf16, plain, packed, y_panel, scratch;
 
   const void* src = x;
   if (im.compute == DType::bf16) {
@@ -348,6 +352,10 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
         {DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, dst_mem}};
     if (!im.bias.empty()) {
       args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->pd.bias_desc(), eng, const_cast<float*>(im.bias.data() + n0)));
+    }
+    if (const dnnl::memory::desc md = p->pd.scratchpad_desc(); md.get_size() > 0) {
+      scratch.resize(md.get_size());
+      args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(md, eng, scratch.data()));
     }
     default_pool().adopt_caller();  // oneDNN runs on the pool's OpenMP threads
     dnnl::stream stream(eng);

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <unordered_map>
 
 #include "base/aligned_buffer.h"
 #include "base/cpu.h"
@@ -143,7 +144,10 @@ struct Int8Linear::Impl {
     if (!slot) {
       const dnnl::memory::desc src({m, k}, dt::u8, tag::ab);
       const dnnl::memory::desc dst({m, width}, dt::s32, tag::ab);
-      auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights_md(width), dst), dnnl_cpu_engine());
+      dnnl::primitive_attr attr;  // scratch memory is ours (run's per-thread buffer), as in linear.cc
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      auto pd =
+          dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights_md(width), dst), attr, dnnl_cpu_engine());
       slot = std::make_shared<const Primitive>(Primitive{pd, dnnl::matmul(pd)});
     }
     return slot;
@@ -154,9 +158,16 @@ struct Int8Linear::Impl {
     dnnl::memory src_mem(p.pd.src_desc(), eng, const_cast<uint8_t*>(xq));
     dnnl::memory w_mem(p.pd.weights_desc(), eng, const_cast<int8_t*>(w));
     dnnl::memory dst_mem(p.pd.dst_desc(), eng, acc);
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, dst_mem}};
+    thread_local AlignedBuffer scratch;  // grown only, per thread
+    if (const dnnl::memory::desc md = p.pd.scratchpad_desc(); md.get_size() > 0) {
+      scratch.resize(md.get_size());
+      args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(md, eng, scratch.data()));
+    }
     default_pool().adopt_caller();  // oneDNN runs on the pool's OpenMP threads
     dnnl::stream stream(eng);
-    p.prim.execute(stream, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, dst_mem}});
+    p.prim.execute(stream, args);
     stream.wait();
   }
 };
