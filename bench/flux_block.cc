@@ -109,6 +109,17 @@ std::string write_blocks(const FluxParams& p, bool keep) {
   return path;
 }
 
+// The blocks' position embedding: text ids 0, image ids (0, row, col) of a square-ish grid.
+transformer::PositionEmbedding block_positions(const FluxParams& p, int64_t n_txt, int64_t n_img) {
+  Tensor ids = Tensor::zeros(DType::f32, {n_txt + n_img, 3});
+  const auto side = static_cast<int64_t>(std::sqrt(static_cast<double>(n_img)));
+  for (int64_t i = 0; i < n_img; ++i) {
+    ids.mut<float>()[(n_txt + i) * 3 + 1] = static_cast<float>(i / side);
+    ids.mut<float>()[(n_txt + i) * 3 + 2] = static_cast<float>(i % side);
+  }
+  return transformer::EmbedND{p.axes_dim, p.theta}.forward(ids);
+}
+
 int run_lora(int argc, char** argv) {
   const int64_t rank = argc > 2 ? std::atoll(argv[2]) : 16;
   const int repeats = argc > 3 ? std::atoi(argv[3]) : 2;
@@ -152,13 +163,7 @@ int run_lora(int argc, char** argv) {
   const double t_bind = best_seconds(repeats + 2, [&] { LoraSet::bind(slots, stack); });
   const LoraSet set = LoraSet::bind(slots, stack);
 
-  Tensor ids = Tensor::zeros(DType::f32, {n, 3});
-  const auto side = static_cast<int64_t>(std::sqrt(static_cast<double>(n_img)));
-  for (int64_t i = 0; i < n_img; ++i) {
-    ids.mut<float>()[(n_txt + i) * 3 + 1] = static_cast<float>(i / side);
-    ids.mut<float>()[(n_txt + i) * 3 + 2] = static_cast<float>(i % side);
-  }
-  const transformer::PositionEmbedding pe = transformer::EmbedND{p.axes_dim, p.theta}.forward(ids);
+  const transformer::PositionEmbedding pe = block_positions(p, n_txt, n_img);
   const Tensor silu_vec = random_f32({1, h}, 1.0f), x0 = random_f32({n, h}, 1.0f);
   Tensor x = x0.clone();
   transformer::Workspace ws(p, n_txt, n_img);
@@ -244,14 +249,7 @@ int main(int argc, char** argv) {
   store.finish("bench blocks");
   std::printf("bound both blocks in %.1f s\n", now_s() - t0);
 
-  // Inputs: text ids 0, image ids (0, row, col) of a square-ish grid.
-  Tensor ids = Tensor::zeros(DType::f32, {n, 3});
-  const auto side = static_cast<int64_t>(std::sqrt(static_cast<double>(n_img)));
-  for (int64_t i = 0; i < n_img; ++i) {
-    ids.mut<float>()[(n_txt + i) * 3 + 1] = static_cast<float>(i / side);
-    ids.mut<float>()[(n_txt + i) * 3 + 2] = static_cast<float>(i % side);
-  }
-  const transformer::PositionEmbedding pe = transformer::EmbedND{p.axes_dim, p.theta}.forward(ids);
+  const transformer::PositionEmbedding pe = block_positions(p, n_txt, n_img);
   const Tensor silu_vec = random_f32({1, h}, 1.0f);
   const Tensor x0 = random_f32({n, h}, 1.0f);
   Tensor x = x0.clone();

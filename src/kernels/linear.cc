@@ -92,8 +92,8 @@ struct Primitive {
 // each panel is packed (prepacked mode: once, at construction) or read where it lies.
 struct Panels {
   int64_t panel = 0;
-  bool blocked = false;  // oneDNN's preferred layout (linear_weight_layout), else the stored rows (ba)
-  bool pack = false;     // per_call: each panel is packed or widened into scratch first
+  bool blocked = false;                  // oneDNN's preferred layout (linear_weight_layout), else the stored rows (ba)
+  bool pack = false;                     // per_call: each panel is packed or widened into scratch first
   dnnl::memory::desc panel_md, tail_md;  // layouts of a full panel and of the last, narrower one
   std::optional<detail::PackLayout> panel_pack, tail_pack;  // the two as pack_direct writes them, if it can
   const dnnl::memory::desc& md(int64_t width) const { return width == panel ? panel_md : tail_md; }
@@ -174,7 +174,6 @@ struct Linear::Impl {
     }
   }
 };
-
 
 void detail::force_bf16_products(int mode) { g_force_bf16 = mode; }
 void detail::set_linear_panel_bytes(int64_t bytes) { g_panel_bytes = bytes > 0 ? bytes : int64_t{8 << 20}; }

@@ -146,8 +146,7 @@ struct Int8Linear::Impl {
       const dnnl::memory::desc dst({m, width}, dt::s32, tag::ab);
       dnnl::primitive_attr attr;  // scratch memory is ours (run's per-thread buffer), as in linear.cc
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      auto pd =
-          dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights_md(width), dst), attr, dnnl_cpu_engine());
+      auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights_md(width), dst), attr, dnnl_cpu_engine());
       slot = std::make_shared<const Primitive>(Primitive{pd, dnnl::matmul(pd)});
     }
     return slot;

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cli_util.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -14,20 +15,10 @@
 namespace flux {
 namespace {
 
+using test::last_line;
+using test::run_cli;
+
 using CliRun = test::RunResult;
-
-CliRun run_cli(std::vector<std::string> args) {
-  args.insert(args.begin(), FLUX_CLI_PATH);
-  return test::run_process(args);
-}
-
-// The last line of stderr (the error line), without log lines.
-std::string last_line(const std::string& s) {
-  std::string t = s;
-  while (!t.empty() && t.back() == '\n') t.pop_back();
-  const size_t nl = t.rfind('\n');
-  return nl == std::string::npos ? t : t.substr(nl + 1);
-}
 
 struct Case {
   const char* name;

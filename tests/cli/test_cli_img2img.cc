@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "cli_util.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -11,17 +12,8 @@
 namespace flux {
 namespace {
 
-test::RunResult run_cli(std::vector<std::string> args) {
-  args.insert(args.begin(), FLUX_CLI_PATH);
-  return test::run_process(args);
-}
-
-std::string last_line(const std::string& s) {
-  std::string t = s;
-  while (!t.empty() && t.back() == '\n') t.pop_back();
-  const size_t nl = t.rfind('\n');
-  return nl == std::string::npos ? t : t.substr(nl + 1);
-}
+using test::last_line;
+using test::run_cli;
 
 struct Case {
   const char* name;

@@ -7,18 +7,16 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cli_util.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
 namespace flux {
 namespace {
 
-using CliRun = test::RunResult;
+using test::run_cli;
 
-CliRun run_cli(std::vector<std::string> args) {
-  args.insert(args.begin(), FLUX_CLI_PATH);
-  return test::run_process(args);
-}
+using CliRun = test::RunResult;
 
 std::string with_length(const std::string& header) {
   std::string out(8, '\0');

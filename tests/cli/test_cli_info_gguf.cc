@@ -3,16 +3,14 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "cli_util.h"
 #include "io/gguf_test_writer.h"
 #include "test_util.h"
 
 namespace flux {
 namespace {
 
-test::RunResult run_cli(std::vector<std::string> args) {
-  args.insert(args.begin(), FLUX_CLI_PATH);
-  return test::run_process(args);
-}
+using test::run_cli;
 
 std::string golden(const std::string& file) { return test::golden_dir() + "/gguf/" + file; }
 

@@ -3,6 +3,7 @@
 // adapter refused on one line naming the key; --lora-lenient turning unknown keys into one warning.
 #include <filesystem>
 
+#include "cli_util.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -10,10 +11,7 @@
 namespace flux {
 namespace {
 
-test::RunResult run_cli(std::vector<std::string> args) {
-  args.insert(args.begin(), FLUX_CLI_PATH);
-  return test::run_process(args);
-}
+using test::run_cli;
 
 std::string lora(const std::string& stem) { return test::golden_dir() + "/lora/" + stem + ".safetensors"; }
 

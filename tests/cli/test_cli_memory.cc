@@ -3,22 +3,15 @@
 // (every drop, weights per call) draws the same image as the default run.
 #include <filesystem>
 
+#include "cli_util.h"
 #include "io/image.h"
 #include "test_util.h"
 
 namespace flux {
 namespace {
 
-test::RunResult run_cli(std::vector<std::string> args) {
-  args.insert(args.begin(), FLUX_CLI_PATH);
-  return test::run_process(args);
-}
-
-std::string last_line(std::string s) {
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  const size_t nl = s.rfind('\n');
-  return nl == std::string::npos ? s : s.substr(nl + 1);
-}
+using test::last_line;
+using test::run_cli;
 
 const std::string& model() {
   static const std::string dir = [] {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_util.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -19,9 +20,9 @@
 namespace flux {
 namespace {
 
-test::RunResult run_cli(std::vector<std::string> args) {
-  args.insert(args.begin(), {FLUX_CLI_PATH, "quantize"});
-  return test::run_process(args);
+test::RunResult run_cli(std::vector<std::string> args) {  // `fluxcpp quantize args...`
+  args.insert(args.begin(), "quantize");
+  return test::run_cli(args);
 }
 
 std::string golden_gguf(const std::string& file) { return test::golden_dir() + "/gguf/" + file; }
