@@ -23,9 +23,10 @@
 #include <vector>
 
 #include "base/cpu.h"
-#include "bench_util.h"
 #include "base/thread_pool.h"
+#include "bench_util.h"
 #include "kernels/attention.h"
+#include "kernels/gemm_stored.h"
 #include "kernels/internal.h"
 #include "kernels/linear_int8.h"
 #include "tensor/convert.h"
@@ -267,6 +268,64 @@ void bench_int8(int reps) {
 
 }  // namespace
 
+// The stored-form GEMM per weight form, per call, against the bf16 weight prepacked (oneDNN): GFLOP/s, % of
+// the bf16 dot peak and the ratio; "widened" rows are the per-call path it replaced (panels widened to bf16,
+// then oneDNN). "bf16 via stored GEMM" runs the kernel on a bf16 weight: its tiles are plain copies, so that
+// row is the microkernel's own rate.
+void bench_stored_gemm(int reps, const std::vector<int64_t>& ms) {
+  // vdpbf16ps does 32 multiply-adds per instruction, vpdpbusd 64, at the same issue rate on Zen 4 and Intel.
+  const double peak = cpu_features().avx512_vnni ? kernels::detail::avx512::int8_vnni_peak_ops() / 2 : 0.0;
+  std::printf("bf16 dot peak (half the probed vpdpbusd rate): %.1f GFLOP/s\n", peak * 1e-9);
+  struct KN {
+    int64_t k, n;
+  };
+  const KN shapes[] = {{3072, 3072},  {3072, 12288}, {12288, 3072}, {4096, 10240},
+                       {10240, 4096}, {3072, 9216},  {15360, 3072}};
+  for (const KN& s : shapes) {
+    const std::vector<float> w_values = random_vector(size_t(s.n * s.k), 2);
+    const Tensor w32 = Tensor::from_f32({s.n, s.k}, w_values);
+    const Tensor bias = Tensor::from_f32({s.n}, random_vector(size_t(s.n), 3));
+    const auto ones = unit_importance(s.k);
+    const Tensor w16 = w32.to(DType::bf16);
+    const std::pair<const char*, Tensor> forms[] = {{"q8_0", quantize(w32, DType::q8_0, ones.data())},
+                                                    {"q4_K", quantize(w32, DType::q4_K, ones.data())},
+                                                    {"f8_e4m3", random_f8(s.n, s.k)},
+                                                    {"f16", w32.to(DType::f16)}};
+    for (int64_t m : ms) {
+      const double flop = 2.0 * double(m) * double(s.k) * double(s.n);
+      std::printf("\n%lld x %lld x %lld (M x K x N), %.1f GFLOP\n", static_cast<long long>(m),
+                  static_cast<long long>(s.k), static_cast<long long>(s.n), flop * 1e-9);
+      const std::vector<float> x = random_vector(size_t(m * s.k), 1);
+      std::vector<float> y(size_t(m * s.n));
+      double base = 0;
+      auto line = [&](const std::string& name, double t) {
+        if (base == 0) base = t;
+        std::printf("  %-30s %8.1f ms %7.1f GFLOP/s %5.1f%% of peak   x%.3f of bf16 prepacked\n", name.c_str(), t * 1e3,
+                    flop / t * 1e-9, peak > 0 ? 100.0 * flop / t / peak : 0.0, base / t);
+      };
+      auto time = [&](const Tensor& w, kernels::WeightMode mode) {
+        const kernels::Linear lin(w, bias, mode);
+        return best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); });
+      };
+      line("bf16 prepacked (oneDNN)", time(w16, kernels::WeightMode::prepacked));
+      {
+        std::vector<uint16_t> xb(x.size());
+        convert_f32_to_bf16(x.data(), xb.data(), xb.size());
+        kernels::detail::StoredGemm g;
+        g.dtype = DType::bf16, g.w = w16.raw(), g.n = s.n, g.k = s.k;
+        g.x = xb.data(), g.m = m, g.bias = bias.data<float>(), g.y = y.data();
+        line("bf16 via stored GEMM", best_seconds(reps, [&] { kernels::detail::gemm_stored_bf16(g); }));
+      }
+      for (const auto& [name, w] : forms) {
+        line(std::string(name) + " per_call stored GEMM", time(w, kernels::WeightMode::per_call));
+        kernels::detail::set_linear_stored_gemm(false);
+        line(std::string(name) + " per_call widened", time(w, kernels::WeightMode::per_call));
+        kernels::detail::set_linear_stored_gemm(true);
+      }
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 2;
   const bool attention_only = argc > 2 && std::string(argv[2]) == "attention";
@@ -280,6 +339,15 @@ int main(int argc, char** argv) {
     std::printf("bench_matmul step: %d threads, isa %s; products in %s; best of %d after a warm-up\n",
                 hardware_threads(), isa_name(isa_level()), dtype_name(kernels::linear_compute_dtype()), reps);
     bench_steps(reps);
+    return 0;
+  }
+  if (argc > 2 && std::string(argv[2]) == "stored") {
+    std::printf("bench_matmul stored: %d threads, isa %s; products in %s; best of %d after a warm-up\n",
+                hardware_threads(), isa_name(isa_level()), dtype_name(kernels::linear_compute_dtype()), reps);
+    std::vector<int64_t> ms;
+    for (int i = 3; i < argc; ++i) ms.push_back(std::atoll(argv[i]));
+    if (ms.empty()) ms = {256, 512, 1280, 2048};
+    bench_stored_gemm(reps, ms);
     return 0;
   }
   if (argc > 2 && std::string(argv[2]) == "int8") {

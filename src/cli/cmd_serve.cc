@@ -1,5 +1,7 @@
 // `fluxcpp serve`: the HTTP server (DESIGN.md, "HTTP API"). Binds first (port 0 = any free port, printed as
 // "listening on http://HOST:PORT"), then loads the models in the background; /health answers throughout.
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 
@@ -8,6 +10,7 @@
 #include "cli/command.h"
 #include "engine/engine.h"
 #include "io/image.h"
+#include "io/image_resize.h"
 #include "kernels/matmul.h"
 #include "pipeline/lora_dir.h"
 #include "pipeline/pipeline.h"
@@ -20,21 +23,37 @@ struct ServeOptions {
   ModelPaths paths;
   server::ServerOptions server;
   int queue_size = 8;
-  double result_ttl_s = 600;
+  double result_ttl_s = 3600;  // --job-ttl (--result-ttl)
+  int max_jobs_kept = 100;
   int threads = 0;
   bool warmup = false;
   bool queue_while_loading = false;
   bool low_memory = false;
-  int vae_tile = -1;  // --vae-tile: pixels; 0 = off; -1 = automatic (LoadOptions::vae_tile)
+  int vae_tile = -1;               // --vae-tile: pixels; 0 = off; -1 = automatic (LoadOptions::vae_tile)
   std::string precision = "auto";  // --precision: auto, f32, bf16 or int8 (kernels::parse_precision)
-  std::string memory_budget;  // "8G", ... (parse_byte_size); "" = from MemAvailable
-  bool lora_lenient = false;  // --lora-lenient (per-request adapters)
+  std::string memory_budget;       // "8G", ... (parse_byte_size); "" = from MemAvailable
+  bool lora_lenient = false;       // --lora-lenient (per-request adapters)
 };
+
+// The image scaled down (aspect kept) so that its longest side is at most `max_side` pixels.
+Image thumbnail(const Image& image, int max_side) {
+  const int longest = std::max(image.width, image.height);
+  if (longest <= max_side) return image;
+  const double scale = static_cast<double>(max_side) / longest;
+  const int w = std::max(1, static_cast<int>(std::lround(image.width * scale)));
+  const int h = std::max(1, static_cast<int>(std::lround(image.height * scale)));
+  return resize_cover(image, std::min(w, max_side), std::min(h, max_side));
+}
 
 int serve(const ServeOptions& o) {
   FLUX_CHECK(!o.paths.model_dir.empty() || !o.paths.diffusion_model.empty(),
              "serve: expected --model DIR or --diffusion-model FILE");
   FLUX_CHECK(o.queue_size >= 1, "--queue-size: expected >= 1, got ", o.queue_size);
+  FLUX_CHECK(o.max_jobs_kept >= 0, "--max-jobs-kept: expected >= 0, got ", o.max_jobs_kept);
+  FLUX_CHECK(o.result_ttl_s >= 0, "--job-ttl: expected >= 0 seconds, got ", o.result_ttl_s);
+  const std::string& basic = o.server.access.basic;
+  FLUX_CHECK(basic.empty() || (basic.find(':') != std::string::npos && basic.front() != ':'),
+             "--api-auth: expected USER:PASSWORD, got a value without a user and a colon");
   FLUX_CHECK(o.server.limits.max_pixels >= 64 * 64, "--max-pixels: expected >= 4096, got ", o.server.limits.max_pixels);
   FLUX_CHECK(o.server.limits.max_steps >= 1, "--max-steps: expected >= 1, got ", o.server.limits.max_steps);
   FLUX_CHECK(o.server.limits.max_image_pixels >= 1, "--max-image-pixels: expected >= 1, got ",
@@ -48,6 +67,7 @@ int serve(const ServeOptions& o) {
   const kernels::Precision precision = kernels::parse_precision(o.precision);
   kernels::check_precision_supported(precision);
   server::ServerOptions options = o.server;
+  options.max_queue = o.queue_size;
   // The default size is 1024x1024, or the largest square multiple of 16 within --max-pixels.
   while (static_cast<int64_t>(options.limits.default_width) * options.limits.default_height > options.limits.max_pixels)
     options.limits.default_width = options.limits.default_height = options.limits.default_width - 16;
@@ -55,10 +75,12 @@ int serve(const ServeOptions& o) {
     EngineOptions e;
     e.queue_size = static_cast<size_t>(o.queue_size);
     e.result_ttl_s = o.result_ttl_s;
+    e.max_finished_jobs = static_cast<size_t>(o.max_jobs_kept);
     e.queue_while_loading = o.queue_while_loading;
     e.n_threads = o.threads;
     e.warmup = o.warmup;
     e.encoder = [](const Image& image) { return encode_png(image); };
+    e.thumbnail_encoder = [](const Image& image) { return encode_png(thumbnail(image, 256)); };
     LoadOptions load;
     load.n_threads = 0;  // the engine sizes the kernel pool itself, at low priority (e.n_threads)
     load.low_memory = o.low_memory;
@@ -98,23 +120,38 @@ CommandRegistrar reg(
        sub.add_option("--max-n", o->server.limits.max_n, "most images per OpenAI request")->capture_default_str();
        sub.add_option("--max-body", o->server.max_body, "largest request body (bytes)")->capture_default_str();
        sub.add_option("--threads", o->threads, "compute threads (0 = cores)")->capture_default_str();
-       sub.add_option("--result-ttl", o->result_ttl_s, "seconds a finished job is kept")->capture_default_str();
+       sub.add_option("--job-ttl,--result-ttl", o->result_ttl_s,
+                      "seconds a finished job (its image, and its entry in GET /v1/jobs) is kept")
+           ->capture_default_str();
+       sub.add_option("--max-jobs-kept", o->max_jobs_kept, "finished jobs kept at most (the oldest go first)")
+           ->capture_default_str();
+       sub.add_option("--api-key", o->server.access.api_key,
+                      "require \"Authorization: Bearer KEY\" on every API route (/, /health, /ready stay open)")
+           ->envname("FLUX_API_KEY");
+       sub.add_option("--api-auth", o->server.access.basic,
+                      "USER:PASSWORD: also accept HTTP Basic credentials (what A1111 clients send)");
+       sub.add_flag("--metrics-auth", o->server.access.metrics_auth, "/metrics needs the credentials too");
+       sub.add_option("--cors-origin", o->server.access.cors_origin,
+                      "allow browser clients from this origin (e.g. https://example.org, or *): CORS headers on "
+                      "every reply, OPTIONS preflight answered 204");
        sub.add_option("--timeout", o->server.timeout_s, "seconds to read a request or write a response")
            ->capture_default_str();
        sub.add_flag("--warmup", o->warmup, "run one small generation before /ready turns 200");
        sub.add_flag("--queue-while-loading", o->queue_while_loading, "accept jobs while the models load (else 503)");
        sub.add_flag("--low-memory", o->low_memory, "reorder weights per call and drop each stage's weights after it");
-       sub.add_option("--vae-tile", o->vae_tile,
-                      "VAE decode in overlapping tiles of at most N px a side, blended (less memory, slightly different "
-                      "image); 0 = never; -1 = automatic: 512 px tiles when the untiled decode's activations would "
-                      "exceed 2 GiB (images above about 840x840)")
+       sub.add_option(
+              "--vae-tile", o->vae_tile,
+              "VAE decode in overlapping tiles of at most N px a side, blended (less memory, slightly different "
+              "image); 0 = never; -1 = automatic: 512 px tiles when the untiled decode's activations would "
+              "exceed 2 GiB (images above about 840x840)")
            ->capture_default_str();
        sub.add_option("--precision", o->precision,
                       "products: auto (bf16 where the CPU's bf16 is faster, else f32), f32 (exact), bf16 (needs "
                       "AVX512_BF16) or int8 (weights per output feature, activations per token)")
            ->capture_default_str();
        sub.add_option("--memory-budget", o->memory_budget,
-                      "bytes to stay within, e.g. 8G or 500M (default: MemAvailable, or a memory cgroup's free room when smaller, less 10% / 512M)");
+                      "bytes to stay within, e.g. 8G or 500M (default: MemAvailable, or a memory cgroup's free room "
+                      "when smaller, less 10% / 512M)");
        sub.add_flag("--realtime-io,!--no-realtime-io", o->server.realtime_io,
                     "run the I/O thread at real-time priority (SCHED_FIFO 1) when allowed (root, CAP_SYS_NICE or "
                     "RLIMIT_RTPRIO >= 1) and the compute below other processes; default on")

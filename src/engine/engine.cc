@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <optional>
 #include <random>
 
 #include "base/log.h"
@@ -68,9 +69,14 @@ void Engine::shutdown() {
     {
       std::lock_guard lock(mutex_);
       state_.stopping = true;
-      while (auto job = state_.queue.pop())
+      while (auto job = state_.queue.pop()) {
+        job->cancel_reason = kCancelServerStopping;
         finish_locked(job, JobStatus::cancelled, make_event(JobEventKind::cancelled, job->id));
-      if (state_.running) state_.running->stop.request_stop();
+      }
+      if (state_.running) {
+        state_.running->cancel_reason = kCancelServerStopping;
+        state_.running->stop.request_stop();
+      }
     }
     wake_.notify_all();
     if (loader_.joinable()) loader_.join();
@@ -197,27 +203,39 @@ void Engine::run_job(const std::shared_ptr<Job>& job) {
     pipeline = state_.pipeline.get();
   }
   double last_denoise_elapsed = -1;
+  std::optional<Stage> last_stage;
   // The pipeline's memory state, read on this thread (the one running it) and published as a snapshot.
   auto publish_memory = [&] {
     MemoryStatus memory = pipeline->memory_status();
     std::lock_guard lock(mutex_);
     state_.memory = std::move(memory);
   };
+  // The pipeline reports each stage as it enters it (denoise with step 0) and then each denoising step: a new
+  // stage is published as a `stage` event, a denoising step (1..total) as a `step` event, nothing else.
   const ProgressSink sink = [&](const ProgressEvent& p) {
     if (p.step == 0 || p.stage != Stage::denoise) publish_memory();
-    auto event = make_event(JobEventKind::step, job->id);
-    event->stage = p.stage;
-    event->step = p.step;
-    event->total = p.total;
-    event->elapsed_s = p.elapsed_s;
-    if (p.preview) {
-      event->preview = std::make_shared<const Image>(*p.preview);
+    const bool new_stage = !last_stage || *last_stage != p.stage;
+    const bool denoise_step = p.stage == Stage::denoise && p.step > 0;
+    last_stage = p.stage;
+    if (!new_stage && !denoise_step) return;
+    auto make = [&](JobEventKind kind) {
+      auto event = make_event(kind, job->id);
+      event->stage = p.stage;
+      event->step = p.step;
+      event->total = p.total;
+      event->elapsed_s = p.elapsed_s;
+      return event;
+    };
+    std::shared_ptr<JobEvent> stage_event = new_stage ? make(JobEventKind::stage) : nullptr;
+    std::shared_ptr<JobEvent> step_event = denoise_step ? make(JobEventKind::step) : nullptr;
+    if (step_event && p.preview) {
+      step_event->preview = std::make_shared<const Image>(*p.preview);
       if (options_.encoder) {
-        event->preview_encoded = std::make_shared<const std::vector<uint8_t>>(options_.encoder(*p.preview));
+        step_event->preview_encoded = std::make_shared<const std::vector<uint8_t>>(options_.encoder(*p.preview));
       }
     }
     std::lock_guard lock(mutex_);
-    if (p.stage == Stage::denoise && p.step > 0) {
+    if (denoise_step) {
       if (last_denoise_elapsed >= 0) {
         state_.stats.steps += 1;
         state_.stats.step_seconds_sum += p.elapsed_s - last_denoise_elapsed;
@@ -226,8 +244,18 @@ void Engine::run_job(const std::shared_ptr<Job>& job) {
     } else if (p.stage == Stage::denoise) {
       last_denoise_elapsed = p.elapsed_s;
     }
-    job->last_step = event;
-    publish_locked(job->id, event, false);
+    if (p.stage == Stage::denoise) {
+      job->step = p.step;
+      job->total = p.total;
+    }
+    if (stage_event) {
+      job->last_stage = stage_event;
+      publish_locked(job->id, stage_event, false);
+    }
+    if (step_event) {
+      job->last_step = step_event;
+      publish_locked(job->id, step_event, false);
+    }
   };
   const GenerateRequest& request = job->request;
   try {
@@ -241,6 +269,7 @@ void Engine::run_job(const std::shared_ptr<Job>& job) {
     }
     publish_memory();
     if (options_.encoder) result->encoded = options_.encoder(result->result.image);
+    if (options_.thumbnail_encoder) result->thumbnail = options_.thumbnail_encoder(result->result.image);
     const StageTimings& t = result->result.timings;
     log_info("job ", job->id, ": completed ", request.width, "x", request.height, ", ", result->result.steps,
              " steps, seed ", result->result.seed, ": encode_text ", t.encode_text_s, " s, denoise ", t.denoise_s,
@@ -286,25 +315,31 @@ std::string Engine::submit(GenerateRequest request) {
   } while (state_.jobs.count(job->id));
   job->request = std::move(request);
   job->created = Clock::now();
+  job->created_unix =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  job->sequence = state_.next_job - 1;
   state_.queue.push(job);
+  job->published_position = static_cast<int>(state_.queue.size());
   state_.jobs.emplace(job->id, job);
   state_.stats.jobs_submitted += 1;
   wake_.notify_all();
   return job->id;
 }
 
-bool Engine::cancel(const std::string& id) {
+bool Engine::cancel(const std::string& id, const std::string& reason) {
   std::lock_guard lock(mutex_);
   auto it = state_.jobs.find(id);
   if (it == state_.jobs.end()) return false;
   const std::shared_ptr<Job> job = it->second;
   if (job->status == JobStatus::queued) {
+    job->cancel_reason = reason;
     state_.queue.remove(id);
     finish_locked(job, JobStatus::cancelled, make_event(JobEventKind::cancelled, id));
     publish_positions_locked();
     return true;
   }
   if (job->status == JobStatus::running) {
+    if (!job->stop.stop_requested()) job->cancel_reason = reason;
     job->stop.request_stop();  // the worker publishes `cancelled` when run() stops
     return true;
   }
@@ -315,8 +350,22 @@ std::optional<JobInfo> Engine::info(const std::string& id) const {
   std::lock_guard lock(mutex_);
   auto it = state_.jobs.find(id);
   if (it == state_.jobs.end()) return std::nullopt;
-  return job_info(*it->second, state_.queue.position(id), Clock::now());
+  return job_info(*it->second, state_.queue.position(id) + 1, Clock::now(), default_steps_locked());
 }
+
+std::vector<JobInfo> Engine::list() const {
+  std::lock_guard lock(mutex_);
+  std::vector<const Job*> jobs;
+  for (const auto& [id, job] : state_.jobs) jobs.push_back(job.get());
+  std::sort(jobs.begin(), jobs.end(), [](const Job* a, const Job* b) { return a->sequence > b->sequence; });
+  std::vector<JobInfo> out;
+  const auto now = Clock::now();
+  const int steps = default_steps_locked();
+  for (const Job* job : jobs) out.push_back(job_info(*job, state_.queue.position(job->id) + 1, now, steps));
+  return out;
+}
+
+int Engine::default_steps_locked() const { return state_.load.variant ? default_steps(*state_.load.variant) : 0; }
 
 std::shared_ptr<const JobResult> Engine::result(const std::string& id) const {
   std::lock_guard lock(mutex_);
@@ -334,13 +383,14 @@ uint64_t Engine::subscribe(const std::string& id, Post post, EventHandler handle
   switch (job.status) {
     case JobStatus::queued: {
       auto event = make_event(JobEventKind::queued, id);
-      event->position = state_.queue.position(id);
+      event->position = state_.queue.position(id) + 1;
       current.push_back(event);
       break;
     }
     case JobStatus::running:
       current.push_back(make_event(JobEventKind::started, id));
-      if (job.last_step) current.push_back(job.last_step);
+      if (job.last_stage) current.push_back(job.last_stage);
+      if (job.last_step && job.last_stage && job.last_stage->stage == Stage::denoise) current.push_back(job.last_step);
       break;
     default:
       current.push_back(job.terminal);
@@ -371,14 +421,18 @@ void Engine::publish_locked(const std::string& id, std::shared_ptr<const JobEven
 void Engine::publish_positions_locked() {
   const auto& jobs = state_.queue.jobs();
   for (size_t i = 0; i < jobs.size(); ++i) {
+    const int position = static_cast<int>(i) + 1;
+    if (jobs[i]->published_position == position) continue;  // only changes are sent
+    jobs[i]->published_position = position;
     if (!state_.subscribers.count(jobs[i]->id)) continue;
     auto event = make_event(JobEventKind::queued, jobs[i]->id);
-    event->position = static_cast<int>(i);
+    event->position = position;
     publish_locked(jobs[i]->id, event, false);
   }
 }
 
-void Engine::finish_locked(const std::shared_ptr<Job>& job, JobStatus status, std::shared_ptr<const JobEvent> event) {
+void Engine::finish_locked(const std::shared_ptr<Job>& job, JobStatus status, std::shared_ptr<JobEvent> event) {
+  if (event->kind == JobEventKind::cancelled) event->reason = job->cancel_reason;
   job->status = status;
   job->finished = Clock::now();
   job->terminal = event;
@@ -398,7 +452,24 @@ void Engine::finish_locked(const std::shared_ptr<Job>& job, JobStatus status, st
       break;
   }
   publish_locked(job->id, std::move(event), /*last=*/true);
+  drop_excess_finished_locked();
   wake_.notify_all();  // the worker recomputes the next expiry
+}
+
+void Engine::drop_excess_finished_locked() {
+  std::vector<std::map<std::string, std::shared_ptr<Job>>::iterator> finished;
+  for (auto it = state_.jobs.begin(); it != state_.jobs.end(); ++it)
+    if (is_terminal(it->second->status)) finished.push_back(it);
+  if (finished.size() <= options_.max_finished_jobs) return;
+  std::sort(finished.begin(), finished.end(), [](const auto& a, const auto& b) {
+    return a->second->finished < b->second->finished ||
+           (a->second->finished == b->second->finished && a->second->sequence < b->second->sequence);
+  });
+  const size_t excess = finished.size() - options_.max_finished_jobs;
+  for (size_t i = 0; i < excess; ++i) {
+    state_.subscribers.erase(finished[i]->first);
+    state_.jobs.erase(finished[i]);
+  }
 }
 
 void Engine::drop_expired_locked(Clock::time_point now) {

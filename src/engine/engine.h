@@ -5,7 +5,8 @@
 //   stops within one transformer block when cancelled (std::stop_token).
 // - Events of a job are delivered to each subscriber through the subscriber's own `Post` (e.g. asio::post to
 //   a connection's executor), in order. A late subscriber first receives the job's current state.
-// - Finished jobs (and their results) are kept for `result_ttl_s`, then dropped.
+// - Finished jobs (and their results) are kept for `result_ttl_s`, and at most `max_finished_jobs` of them
+//   (the oldest dropped first).
 // Ownership: every piece of shared state lives in `State`, guarded by one mutex (priority-inheriting), held only
 // for bookkeeping (never during loading or compute, never while calling a subscriber).
 #pragma once
@@ -43,12 +44,14 @@ struct EngineOptions {
     return r;
   }
   size_t queue_size = 8;             // waiting jobs (the running one not included)
-  double result_ttl_s = 600;         // finished jobs are dropped this long after they end
+  double result_ttl_s = 3600;        // finished jobs are dropped this long after they end
+  size_t max_finished_jobs = 100;    // finished jobs kept at most (the oldest go first)
   bool queue_while_loading = false;  // accept jobs before the models are loaded
   int n_threads = -1;                // kernel pool: -1 = leave it alone, 0 = cores (low priority), N threads
   bool warmup = false;               // run one small generation after loading, before ready
   GenerateRequest warmup_request = small_request();  // what the warm-up generates
   ImageEncoder encoder;                              // when set: results and previews are encoded on the compute thread
+  ImageEncoder thumbnail_encoder;                    // when set: JobResult::thumbnail, made on the compute thread
 };
 
 enum class LoadState { loading, ready, error };
@@ -101,13 +104,17 @@ class Engine {
   // Queues a job and returns its id. Throws NotReady (models loading without queue_while_loading, or failed
   // to load), QueueFull, or Error from Pipeline::validate (once loaded).
   std::string submit(GenerateRequest request);
-  // Cancels a queued or running job. False when the id is unknown or the job already finished.
-  bool cancel(const std::string& id);
+  // Cancels a queued or running job; its cancelled event carries `reason`. False when the id is unknown or the
+  // job already finished.
+  bool cancel(const std::string& id, const std::string& reason = kCancelByUser);
   std::optional<JobInfo> info(const std::string& id) const;
+  // Every known job (queued, running, and finished ones not yet dropped), newest first.
+  std::vector<JobInfo> list() const;
   std::shared_ptr<const JobResult> result(const std::string& id) const;
 
-  // Subscribes to a job's events: the current state is delivered first (queued with position; or started and
-  // the latest step; or the terminal event). Returns 0 when the id is unknown, else a subscription id.
+  // Subscribes to a job's events: the current state is delivered first (queued with position; or started, the
+  // current stage and the latest step; or the terminal event). Returns 0 when the id is unknown, else a subscription
+  // id.
   uint64_t subscribe(const std::string& id, Post post, EventHandler handler);
   void unsubscribe(const std::string& id, uint64_t subscription);
 
@@ -142,9 +149,11 @@ class Engine {
   // With mutex_ held: hands `event` to the job's subscribers (their Post queues the call).
   void publish_locked(const std::string& id, std::shared_ptr<const JobEvent> event, bool last);
   void publish_positions_locked();
-  void finish_locked(const std::shared_ptr<Job>& job, JobStatus status, std::shared_ptr<const JobEvent> event);
+  void finish_locked(const std::shared_ptr<Job>& job, JobStatus status, std::shared_ptr<JobEvent> event);
   Job::Clock::duration result_ttl() const;
   void drop_expired_locked(Job::Clock::time_point now);
+  void drop_excess_finished_locked();
+  int default_steps_locked() const;
 
   PipelineFactory factory_;
   EngineOptions options_;

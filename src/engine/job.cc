@@ -24,6 +24,8 @@ const char* job_event_name(JobEventKind k) {
       return "queued";
     case JobEventKind::started:
       return "started";
+    case JobEventKind::stage:
+      return "stage";
     case JobEventKind::step:
       return "step";
     case JobEventKind::completed:
@@ -36,20 +38,20 @@ const char* job_event_name(JobEventKind k) {
   return "unknown";
 }
 
-JobInfo job_info(const Job& job, int position, Job::Clock::time_point now) {
+JobInfo job_info(const Job& job, int position, Job::Clock::time_point now, int default_steps) {
   using seconds = std::chrono::duration<double>;
   JobInfo info;
   info.id = job.id;
   info.status = job.status;
-  info.position = job.status == JobStatus::queued ? position : 0;
-  if (job.last_step) {
-    info.step = job.last_step->step;
-    info.total = job.last_step->total;
-  }
+  info.position = job.status == JobStatus::queued && position > 0 ? position : 0;
+  info.step = job.step;
+  info.total = job.total;
   info.width = job.request.width;
   info.height = job.request.height;
-  info.steps = job.request.steps;
+  info.steps = job.request.steps > 0 ? job.request.steps : default_steps;
   info.seed = job.request.seed;
+  info.prompt = job.request.prompt;
+  info.created_unix = job.created_unix;
   if (job.status == JobStatus::queued) {
     info.queued_s = seconds(now - job.created).count();
   } else if (job.started != Job::Clock::time_point{}) {
@@ -65,6 +67,7 @@ JobInfo job_info(const Job& job, int position, Job::Clock::time_point now) {
     // The denoising steps that ran (img2img runs fewer than `steps`; a result that does not say ran them all).
     const GenerateResult& r = job.result->result;
     info.step = info.total = r.steps_run > 0 ? r.steps_run : r.steps;
+    info.has_thumbnail = !job.result->thumbnail.empty();
   }
   info.error = job.error;
   return info;

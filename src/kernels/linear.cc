@@ -7,7 +7,9 @@
 // the ggml block types; bf16 under f32 products) is widened one panel of output features at a time into a
 // reused per-thread scratch of about 2 MB (an L2's worth), each panel's product then copied into its columns
 // of y (a strided destination sends oneDNN to a slower kernel): memory for the weight stays its storage form
-// plus one panel, and no full-size widened copy ever exists.
+// plus one panel, and no full-size widened copy ever exists. Under bf16 products that widening ran at the
+// machine's memcpy rate without overlapping the product, so there (below kBlockedFromM rows) such weights go to
+// gemm_stored.h instead, which dequantizes tiles inside its own blocking.
 // Compute type: f32 for f32 weights; for bf16/f16/f8 and ggml block-quantized weights (dequantized with
 // tensor/quant.h) see linear_compute_dtype() (bf16 x bf16 -> f32 where AVX512_BF16 is fast, else f32 with the
 // weight widened). Primitives are cached per (M, panel width) (the token count varies).
@@ -27,6 +29,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/thread_pool.h"
+#include "kernels/gemm_stored.h"
 #include "kernels/internal.h"
 #include "kernels/linear_int8.h"
 #include "kernels/linear_pack.h"
@@ -68,6 +71,9 @@ constexpr int64_t kWidenPanelBytes = 2 << 20;
 constexpr int64_t kDefaultBlockedFromM = 2048;
 std::atomic<int64_t> kBlockedFromM{kDefaultBlockedFromM};  // tests lower it (set_linear_blocked_from_m)
 std::atomic<bool> g_direct_pack{true};
+// per_call bf16 products of weights stored in another form, below kBlockedFromM rows: gemm_stored.h's kernel
+// (dequantizing tiles inside its own blocking) instead of widened panels handed to oneDNN.
+std::atomic<bool> g_stored_gemm{true};
 
 // The direct packer's view of md, logging once (debug) when it does not know the layout.
 std::optional<detail::PackLayout> direct_layout(const dnnl::memory::desc& md) {
@@ -105,6 +111,7 @@ struct Linear::Impl {
   DType compute = DType::f32;  // f32 or bf16: the dtype oneDNN multiplies; i8: int8 below does the products
   std::unique_ptr<detail::Int8Linear> int8;
   Tensor weight;               // storage form [N, K]; kept only in per_call mode
+  bool stored_gemm = false;    // per_call: gemm_stored_bf16 takes this weight (below kBlockedFromM rows)
   std::vector<float> bias;     // [N] or empty
   // prepacked: `rows` is all of N, blocked, packed once into `packed`. per_call: `rows` (the stored rows, or
   // panels widened to them) below kBlockedFromM rows of x, `blocks` (panels packed blocked) from there on.
@@ -179,6 +186,7 @@ void detail::force_bf16_products(int mode) { g_force_bf16 = mode; }
 void detail::set_linear_panel_bytes(int64_t bytes) { g_panel_bytes = bytes > 0 ? bytes : int64_t{8 << 20}; }
 void detail::set_linear_direct_pack(bool on) { g_direct_pack = on; }
 void detail::set_linear_blocked_from_m(int64_t m) { kBlockedFromM = m > 0 ? m : kDefaultBlockedFromM; }
+void detail::set_linear_stored_gemm(bool on) { g_stored_gemm = on; }
 
 namespace {
 std::atomic<Precision> g_default_precision{Precision::automatic};
@@ -289,6 +297,7 @@ Linear::Linear(Tensor weight, Tensor bias, WeightMode mode, Precision precision)
   const bool widen = d != im.compute;
   im.rows = im.make_panels(widen ? fit(std::min(g_panel_bytes.load(), kWidenPanelBytes)) : im.n, false, widen, false);
   im.blocks = im.make_panels(fit(g_panel_bytes.load()), true, true, true);
+  im.stored_gemm = widen && im.compute == DType::bf16 && detail::gemm_stored_supports(d, im.k);
   im.weight = std::move(weight);
 }
 
@@ -324,6 +333,11 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
         },
         std::max<int64_t>(1, 4096 / im.k));
     src = xb;
+    if (im.stored_gemm && g_stored_gemm.load() && m < kBlockedFromM.load()) {
+      detail::gemm_stored_bf16(
+          {im.weight.dtype(), im.weight.raw(), im.n, im.k, xb, m, im.bias.empty() ? nullptr : im.bias.data(), y});
+      return;
+    }
   }
   dnnl::engine& eng = cpu_engine();
   const Panels& pp = im.panels_for(m);

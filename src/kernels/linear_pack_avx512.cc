@@ -1,12 +1,15 @@
-// AVX-512 pack_tile and pack_tile_bf16 (linear_pack.h): 16 x 16 transposes of 32-bit units (bf16 pairs or
-// floats) in registers. Reached only when cpu_features().avx512() (and avx512_bf16 for pack_tile_bf16), with
-// ku and nb multiples of 16.
+// AVX-512 pack_tile and pack_tile_bf16 / _f16 / _f8 / _q8_0 / _q4_k (linear_pack.h): 16 x 16 transposes of
+// 32-bit units (bf16 pairs or floats) in registers. Reached only when cpu_features().avx512() (and avx512_bf16
+// for all but pack_tile), with ku and nb multiples of 16.
 // g++ 12 flags the intrinsics' own `_mm512_undefined_epi32()` pass-through as uninitialized once inlined here.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "kernels/linear_pack.h"
 #include "tensor/convert.h"
+#include "tensor/quant_blocks.h"  // the block layouts and scale decoding the dequantizers use
 
 namespace flux::kernels::detail::avx512 {
 namespace {
@@ -56,6 +59,29 @@ inline void pack_rows(const T* tile, int64_t ld, int64_t rows, int64_t n_blocks,
   }
 }
 
+// pack_rows for sources whose units are not evenly spaced (ggml blocks): load(r, j) gives units j..j + 15 of
+// row r (j a multiple of 16); the tile is one block of ku units (k_stride unused).
+template <class Load>
+inline void pack_units(int64_t rows, int64_t ku, int64_t nb, uint32_t* out, Load load) {
+  __m512i q[4], u[16];
+  for (int64_t j = 0; j < ku; j += 16) {
+    for (int64_t row = 0; row < rows; row += 16) {
+      for (int i = 0; i < 16; i += 4) {
+        for (int r = 0; r < 4; ++r) q[r] = load(row + i + r, j);
+        transpose_quad(q, u + i);
+      }
+      transpose_store(u, out + j * nb + row, nb);
+    }
+  }
+}
+
+// An IEEE half bit pattern to f32, exactly (vcvtph2ps), as f16_to_f32.
+inline float half_to_float(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, sizeof h);
+  return _cvtsh_ss(h);
+}
+
 // 32 floats -> 16 bf16 pairs (vcvtne2ps2bf16 puts its second operand in the low half).
 inline __m512i round_pairs(__m512 lo, __m512 hi) {
   const __m512bh pairs = _mm512_cvtne2ps_pbh(hi, lo);
@@ -73,6 +99,45 @@ struct F8Table {
 };
 
 }  // namespace
+
+// q8_0: y = q * d (quant_body.h's q8_0, lane for lane), then rounded as pack_tile_bf16 rounds.
+void pack_tile_q8_0(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
+  pack_units(n_rows, ku, nb, out, [&](int64_t r, int64_t j) {
+    const uint8_t* block =
+        rows + static_cast<size_t>(r) * row_bytes + static_cast<size_t>(j / 16) * sizeof(blocks::Q8_0);
+    const __m512 d = _mm512_set1_ps(half_to_float(block));
+    const __m512i lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
+    const __m512i hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18)));
+    return round_pairs(_mm512_mul_ps(_mm512_cvtepi32_ps(lo), d), _mm512_mul_ps(_mm512_cvtepi32_ps(hi), d));
+  });
+}
+
+// q4_K: sub-block s (32 elements) of a super-block is y = (d * sc) * q - dmin * mn with q the low (s even) or
+// high (s odd) nibbles of qs[32 (s / 2) ..] (quant_body.h's q45_k, lane for lane), then rounded as above.
+void pack_tile_q4_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
+  const __m512i low4 = _mm512_set1_epi32(0xF);
+  pack_units(n_rows, ku, nb, out, [&](int64_t r, int64_t j) {
+    const int64_t e = 2 * j;  // first element, a multiple of 32
+    const auto* block = reinterpret_cast<const blocks::Q4_K*>(rows + static_cast<size_t>(r) * row_bytes +
+                                                              static_cast<size_t>(e / 256) * sizeof(blocks::Q4_K));
+    const int sub = static_cast<int>(e % 256 / 32);
+    uint8_t sc, mn;
+    blocks::scale_min_k4(sub, block->scales, sc, mn);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(block);
+    const __m512 d1 = _mm512_set1_ps(half_to_float(bytes) * static_cast<float>(sc));
+    const __m512 m1 = _mm512_set1_ps(half_to_float(bytes + 2) * static_cast<float>(mn));
+    const uint8_t* q = block->qs + 32 * (sub / 2);
+    __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+    __m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16)));
+    if (sub % 2) {
+      lo = _mm512_srli_epi32(lo, 4), hi = _mm512_srli_epi32(hi, 4);
+    } else {
+      lo = _mm512_and_si512(lo, low4), hi = _mm512_and_si512(hi, low4);
+    }
+    return round_pairs(_mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(lo)), m1),
+                       _mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(hi)), m1));
+  });
+}
 
 void pack_tile(const uint32_t* tile, int64_t ld, int64_t rows, int64_t n_blocks, int64_t ku, int64_t nb,
                int64_t k_stride, uint32_t* out) {

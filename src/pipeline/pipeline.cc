@@ -251,6 +251,7 @@ class FluxPipeline final : public Pipeline {
     const ClipTokens clip_ids = clip_tok_.encode(r.prompt, 77);
     const T5Tokens t5_ids = t5_tok_.encode(r.prompt, t5_length());
     result.prompt_truncated = clip_ids.truncated() || t5_ids.truncated();
+    result.prompt_tokens = t5_ids.untruncated_len;
     const PromptCache::Entry text = prompt_cache_.get_or_compute(PromptKey::of_ids(clip_ids.ids, t5_ids.ids), [&] {
       PromptEmbedding e;
       auto t = Clock::now();

@@ -131,6 +131,7 @@ struct GenerateResult {
   int steps = 0;
   int steps_run = 0;  // denoising steps that ran: steps, or steps - t_start with an init image
   bool prompt_truncated = false;
+  int prompt_tokens = 0;  // the prompt's T5 tokens (content + end token, before truncation)
 };
 
 // What is resident and why (for logs and /health). A snapshot: the pipeline's compute thread makes it.

@@ -2,6 +2,8 @@
 // the coroutines that answer on it. Not included anywhere else (Beast headers are slow to compile).
 #pragma once
 
+#include <utility>  // before asio's awaitable.hpp, which uses std::exchange without it
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 

@@ -29,8 +29,10 @@
 
 #include "base/log.h"
 #include "base/thread_pool.h"
+#include "server/auth.h"
 #include "server/connection.h"
 #include "server/errors.h"
+#include "server/sdapi_wait.h"
 
 namespace flux::server {
 namespace {
@@ -91,9 +93,14 @@ class Server {
     std::printf("listening on http://%s:%u\n", options_.host.c_str(), static_cast<unsigned>(port));
     std::fflush(stdout);
     log_info("server: listening on http://", options_.host, ":", port);
+    if (!endpoint.address().is_loopback() && !options_.access.enabled())
+      log_warn("server: listening on ", options_.host,
+               ", beyond this machine, without credentials: anyone who can reach it may generate images; set "
+               "--api-key (or FLUX_API_KEY) or --api-auth user:pass");
+    cors_ = cors_headers(options_.access);
 
     engine_ = make_engine_();  // starts loading in the background
-    context_ = std::make_unique<ServerContext>(ServerContext{*engine_, options_, {}, Clock::now(), false, {}});
+    context_ = std::make_unique<ServerContext>(ServerContext{*engine_, options_, {}, Clock::now(), false, {}, nullptr});
     // After the engine started its threads (they lower themselves; threads started later by this one are reset
     // to the normal policy), so only this thread is real-time.
     if (options_.realtime_io) {
@@ -164,8 +171,9 @@ class Server {
         const std::string message =
             too_big ? str_cat("request body: larger than the limit of ", options_.max_body, " bytes")
                     : str_cat("malformed HTTP request: ", ec.message());
-        co_await write_response(stream, error_response(status, message, too_big ? "body" : "", "bad_request"), false,
-                                options_.timeout_s);
+        Response refusal = error_response(status, message, too_big ? "body" : "", "bad_request");
+        refusal.headers = cors_;
+        co_await write_response(stream, refusal, false, options_.timeout_s);
         finish(std::string(parser.get().method_string()), std::string(parser.get().target()), status, t0);
         break;
       }
@@ -177,6 +185,7 @@ class Server {
       request.path = target.substr(0, q);
       if (q != std::string::npos) request.query = target.substr(q + 1);
       request.content_type = std::string(req[http::field::content_type]);
+      request.authorization = std::string(req[http::field::authorization]);
       request.body = std::move(req.body());
       bool keep_alive = req.keep_alive() && !context_->shutting_down;
 
@@ -204,12 +213,17 @@ class Server {
       }
       int status = 0;
       bool ok = true;
+      for (auto& r : {error ? &*error : nullptr, route ? &route->response : nullptr})
+        if (r) r->headers.insert(r->headers.end(), cors_.begin(), cors_.end());
       if (error) {
         status = error->status;
         ok = co_await write_response(stream, *error, keep_alive, options_.timeout_s);
       } else if (route->kind == RouteResult::Kind::respond) {
         status = route->response.status;
         ok = co_await write_response(stream, route->response, keep_alive, options_.timeout_s);
+      } else if (route->kind == RouteResult::Kind::sdapi_generate) {
+        status = co_await serve_sdapi_generation(stream, *context_, request, workers_.get_executor());
+        keep_alive = false;
       } else if (route->kind == RouteResult::Kind::job_events) {
         status = co_await serve_job_events(stream, *context_, *route);
         keep_alive = false;
@@ -251,6 +265,7 @@ class Server {
   }
 
   ServerOptions options_;
+  std::vector<std::pair<std::string, std::string>> cors_;  // added to every reply (--cors-origin)
   std::function<std::unique_ptr<Engine>()> make_engine_;
   asio::io_context ioc_{1};
   // Request parsing too heavy for the I/O thread (image uploads: base64, PNG/JPEG decoding).

@@ -13,6 +13,7 @@ struct Request {
   std::string path;    // "/v1/jobs/abc" (no query)
   std::string query;   // after '?', may be empty
   std::string content_type;  // the Content-Type header ("" when absent)
+  std::string authorization;  // the Authorization header ("" when absent; never logged)
   std::string body;
 };
 

@@ -3,19 +3,13 @@
 #include <sstream>
 #include <tuple>
 
+#include "server/routes.h"
+
 namespace flux::server {
 
 std::string route_template(const std::string& path) {
-  static const std::string jobs = "/v1/jobs/";
-  if (path.rfind(jobs, 0) == 0 && path.size() > jobs.size()) {
-    const size_t slash = path.find('/', jobs.size());
-    return slash == std::string::npos ? "/v1/jobs/{id}" : "/v1/jobs/{id}" + path.substr(slash);
-  }
-  static const char* known[] = {
-      "/", "/health", "/ready", "/metrics", "/v1/models", "/v1/jobs", "/v1/images/generations",
-      "/v1/images/edits"};
-  for (const char* k : known)
-    if (path == k) return path;
+  for (const RouteSpec& route : route_table())
+    if (path_matches(route.path, path)) return route.path;
   return "other";
 }
 

@@ -49,6 +49,19 @@ uint64_t random_seed() {
   return rng() >> 32;
 }
 
+// `seed`: an integer in 0..kMaxSeed. Anything else (negative, fractional, too large to be an integer in JSON,
+// a string) is refused with the range, not with the JSON type the number happened to parse as.
+constexpr uint64_t kMaxSeed = (uint64_t{1} << 53) - 1;
+uint64_t parse_seed(const json& v) {
+  const bool in_range = (v.is_number_unsigned() && v.get<uint64_t>() <= kMaxSeed) ||
+                        (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() >= 0 &&
+                         static_cast<uint64_t>(v.get<int64_t>()) <= kMaxSeed);
+  if (!in_range)
+    bad("seed", str_cat("seed: expected a whole number from 0 to ", kMaxSeed, " (2^53 - 1), got ",
+                        v.is_number() ? v.dump() : type_name(v)));
+  return v.get<uint64_t>();
+}
+
 // `loras`: [{"name": "...", "strength": 1.0}, ...] -> the adapters' files, resolved inside limits.lora_dir only
 // (unknown name: 404; a path, "..", or a link out of the folder: 400; pipeline/lora_dir.h).
 std::vector<LoraSpec> parse_loras(const json& v, const Limits& limits) {
@@ -160,7 +173,7 @@ ImageRequest parse_image_request(std::string_view body, Endpoint endpoint, const
     } else if (key == "quality") {
       get_string(value, key);  // accepted for compatibility; the step count decides quality here
     } else if (key == "seed") {
-      g.seed = static_cast<uint64_t>(get_int(value, key, 0, (int64_t{1} << 53)));
+      g.seed = parse_seed(value);
       has_seed = true;
     } else if (key == "steps") {
       g.steps = static_cast<int>(get_int(value, key, 1, limits.max_steps));

@@ -1,11 +1,14 @@
 #include "server/routes.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "pipeline/lora_dir.h"
 #include "server/errors.h"
 #include "server/image_upload.h"
+#include "server/openapi.h"
+#include "server/sdapi.h"
 #include "server/sse.h"
 #include "server/web_page.h"
 
@@ -68,15 +71,60 @@ Response ready(const ServerContext& c) {
 Response models(const ServerContext& c) {
   const LoadStatus load = c.engine.load_status();
   json data = json::array();
-  std::string id = "flux.1";
-  if (load.variant) id = *load.variant == Variant::dev ? "flux.1-dev" : "flux.1-schnell";
-  data.push_back({{"id", id},
+  data.push_back({{"id", listed_model_id(c)},
                   {"object", "model"},
                   {"created", 0},
                   {"owned_by", "black-forest-labs"},
                   {"status", load_state_name(load.state)},
                   {"description", load.model}});
   return json_response(200, {{"object", "list"}, {"data", data}});
+}
+
+// GET /v1/config: what a client needs to build its form within this server's limits (README, "GET /v1/config").
+// The fields that depend on the model are null while it loads.
+Response config(const ServerContext& c) {
+  const LoadStatus load = c.engine.load_status();
+  const Limits& l = c.options.limits;
+  json j = {{"model", nullptr},
+            {"variant", nullptr},
+            {"max_pixels", l.max_pixels},
+            {"max_steps", l.max_steps},
+            {"default_steps", nullptr},
+            {"default_width", l.default_width},
+            {"default_height", l.default_height},
+            {"size_multiple", 16},
+            {"min_side", 64},
+            {"guidance", false},
+            {"default_guidance", nullptr},
+            {"img2img", true},
+            {"max_image_pixels", l.max_image_pixels},
+            {"loras", !l.lora_dir.empty()},
+            {"max_loras", l.lora_dir.empty() ? 0 : l.max_loras},
+            {"max_queue", c.options.max_queue},
+            {"max_n", l.max_n},
+            {"auth", c.options.access.enabled()}};
+  if (load.variant) {
+    const bool dev = *load.variant == Variant::dev;
+    j["model"] = listed_model_id(c);
+    j["variant"] = variant_name(*load.variant);
+    j["default_steps"] = default_steps(*load.variant);
+    j["guidance"] = dev;
+    if (dev) j["default_guidance"] = GenerateRequest{}.guidance;
+  }
+  return json_response(200, j);
+}
+
+// The model a request names: the listed id, "flux", or an OpenAI client's default (documented aliases, README).
+void check_model(const std::string& model, const ServerContext& c) {
+  if (model.empty()) return;
+  const std::string id = listed_model_id(c);
+  static const char* const aliases[] = {"flux", "flux.1", "dall-e-2", "dall-e-3", "gpt-image-1"};
+  if (model == id || std::find(std::begin(aliases), std::end(aliases), model) != std::end(aliases)) return;
+  throw HttpError(400,
+                  str_cat("model: \"", model, "\" is not served here; expected \"", id,
+                          "\" (GET /v1/models) or one of the aliases \"flux\", \"dall-e-2\", \"dall-e-3\", "
+                          "\"gpt-image-1\""),
+                  "model", "model_not_found");
 }
 
 // GET /v1/loras: the adapters of --lora-dir (each file's header is read once, then remembered by size and mtime).
@@ -116,7 +164,9 @@ std::string submit(ServerContext& c, const GenerateRequest& request) {
 }
 
 RouteResult generations(ImageRequest image, ServerContext& c) {
+  check_model(image.model, c);
   RouteResult result;
+  result.model = listed_model_id(c);
   result.image = std::move(image);
   for (int i = 0; i < result.image.n; ++i) {
     GenerateRequest g = result.image.generate;
@@ -133,12 +183,14 @@ RouteResult generations(ImageRequest image, ServerContext& c) {
 }
 
 Response create_job(const ImageRequest& image, ServerContext& c) {
+  check_model(image.model, c);
   const std::string id = submit(c, image.generate);
   const auto info = c.engine.info(id);
   Response r = json_response(202, {{"id", id},
                                    {"object", "job"},
                                    {"status", info ? job_status_name(info->status) : "queued"},
-                                   {"position", info ? info->position : 0},
+                                   {"position", info && info->position > 0 ? json(info->position) : json(nullptr)},
+                                   {"steps", info ? info->steps : image.generate.steps},
                                    {"seed", image.generate.seed},
                                    {"events_url", str_cat("/v1/jobs/", id, "/events")}});
   r.headers.emplace_back("Location", str_cat("/v1/jobs/", id));
@@ -188,10 +240,84 @@ RouteResult job_route(const Request& request, ServerContext& c) {
     Response r{200, "image/png", std::string(result->encoded.begin(), result->encoded.end()), {}};
     return respond(std::move(r));
   }
+  if (tail == "/thumbnail") {  // made with the image, on the compute thread (EngineOptions::thumbnail_encoder)
+    if (request.method != "GET") method_not_allowed(request, "GET");
+    const JobInfo info = find_job(c, id);
+    auto result = c.engine.result(id);
+    if (!result || result->thumbnail.empty())
+      throw HttpError(409, str_cat("job \"", id, "\" has no thumbnail: it is ", job_status_name(info.status)), "id",
+                      "job_not_completed");
+    return respond({200, "image/png", std::string(result->thumbnail.begin(), result->thumbnail.end()), {}});
+  }
   throw HttpError(404, str_cat("no route for ", request.path), "", "not_found");
 }
 
 }  // namespace
+
+const std::vector<RouteSpec>& route_table() {
+  static const std::vector<RouteSpec> routes = {
+      {"GET", "/"},
+      {"GET", "/favicon.ico"},
+      {"GET", "/openapi.json"},
+      {"GET", "/health"},
+      {"GET", "/ready"},
+      {"GET", "/metrics"},
+      {"GET", "/v1/config"},
+      {"GET", "/v1/models"},
+      {"GET", "/v1/loras"},
+      {"POST", "/v1/images/generations"},
+      {"POST", "/v1/images/edits"},
+      {"GET", "/v1/jobs"},
+      {"POST", "/v1/jobs"},
+      {"GET", "/v1/jobs/{id}"},
+      {"DELETE", "/v1/jobs/{id}"},
+      {"GET", "/v1/jobs/{id}/events"},
+      {"GET", "/v1/jobs/{id}/image"},
+      {"GET", "/v1/jobs/{id}/thumbnail"},
+      {"POST", "/sdapi/v1/txt2img"},
+      {"POST", "/sdapi/v1/img2img"},
+      {"GET", "/sdapi/v1/progress"},
+      {"POST", "/sdapi/v1/interrupt"},
+      {"POST", "/sdapi/v1/skip"},
+      {"GET", "/sdapi/v1/sd-models"},
+      {"GET", "/sdapi/v1/options"},
+      {"POST", "/sdapi/v1/options"},
+      {"GET", "/sdapi/v1/samplers"},
+      {"GET", "/sdapi/v1/schedulers"},
+      {"GET", "/sdapi/v1/loras"},
+      {"GET", "/sdapi/v1/sd-vae"},
+      {"GET", "/sdapi/v1/upscalers"},
+      {"GET", "/sdapi/v1/latent-upscale-modes"},
+      {"GET", "/sdapi/v1/prompt-styles"},
+      {"POST", "/sdapi/v1/refresh-checkpoints"},
+      {"POST", "/sdapi/v1/refresh-loras"},
+  };
+  return routes;
+}
+
+bool path_matches(const std::string& path_template, const std::string& path) {
+  size_t t = 0, p = 0;
+  while (t < path_template.size() && p < path.size()) {
+    if (path_template.compare(t, 4, "{id}") == 0) {
+      const size_t end = path.find('/', p);
+      const size_t segment_end = end == std::string::npos ? path.size() : end;
+      if (segment_end == p) return false;  // an empty segment
+      p = segment_end;
+      t += 4;
+    } else {
+      if (path_template[t] != path[p]) return false;
+      ++t;
+      ++p;
+    }
+  }
+  return t == path_template.size() && p == path.size();
+}
+
+std::string listed_model_id(const ServerContext& c) {
+  const LoadStatus load = c.engine.load_status();
+  if (!load.variant) return "flux.1";
+  return *load.variant == Variant::dev ? "flux.1-dev" : "flux.1-schnell";
+}
 
 RouteResult route_request(const Request& request, ServerContext& c) {
   const std::string& p = request.path;
@@ -199,6 +325,25 @@ RouteResult route_request(const Request& request, ServerContext& c) {
   auto only = [&](const char* method) {
     if (m != method) method_not_allowed(request, method);
   };
+  if (m == "OPTIONS") return respond(preflight_response(c.options.access));  // CORS preflight: no credentials
+  check_access(request, c.options.access);
+  const auto& table = route_table();
+  const bool known =
+      std::any_of(table.begin(), table.end(), [&](const RouteSpec& r) { return path_matches(r.path, p); });
+  if (!known && p.rfind("/sdapi/v1/", 0) != 0) throw HttpError(404, str_cat("no route for ", p), "", "not_found");
+  if (p == "/favicon.ico") {
+    only("GET");
+    return respond({200, "image/svg+xml", web_favicon_svg(), {}});
+  }
+  if (p == "/openapi.json") {
+    only("GET");
+    return respond({200, "application/json", openapi_json(), {}});
+  }
+  if (p == "/v1/config") {
+    only("GET");
+    return respond(config(c));
+  }
+  if (p == "/v1/jobs" && m == "GET") return respond({200, "application/json", job_list_json(c.engine.list()), {}});
   if (p == "/health") {
     only("GET");
     return respond(health(c));
@@ -224,12 +369,13 @@ RouteResult route_request(const Request& request, ServerContext& c) {
     return respond(models(c));
   }
   if (p == "/v1/images/generations" || p == "/v1/images/edits" || p == "/v1/jobs") {
-    only("POST");
+    if (m != "POST") method_not_allowed(request, p == "/v1/jobs" ? "GET, POST" : "POST");
     RouteResult r;
     r.kind = Kind::parse_image;  // parse_image_route on a worker, then submit_image_route
     return r;
   }
   if (p.rfind("/v1/jobs/", 0) == 0 && p.size() > 9) return job_route(request, c);
+  if (p.rfind("/sdapi/v1/", 0) == 0) return sdapi_route(request, c);
   throw HttpError(404, str_cat("no route for ", p), "", "not_found");
 }
 
@@ -246,5 +392,7 @@ RouteResult submit_image_route(const Request& request, ImageRequest image, Serve
   if (request.path == "/v1/jobs") return respond(create_job(image, c));
   return generations(std::move(image), c);
 }
+
+std::string submit_job(ServerContext& c, const GenerateRequest& request) { return submit(c, request); }
 
 }  // namespace flux::server

@@ -44,8 +44,11 @@ std::string job_event_json(const JobEvent& e) {
     case JobEventKind::queued:
       j["position"] = e.position;
       break;
-    case JobEventKind::step:
+    case JobEventKind::stage:
       j["stage"] = stage_name(e.stage);
+      j["elapsed"] = e.elapsed_s;
+      break;
+    case JobEventKind::step:
       j["step"] = e.step;
       j["total"] = e.total;
       j["elapsed"] = e.elapsed_s;
@@ -68,17 +71,24 @@ std::string job_event_json(const JobEvent& e) {
     case JobEventKind::failed:
       j["error"] = e.error;
       break;
+    case JobEventKind::cancelled:
+      j["reason"] = e.reason.empty() ? kCancelByUser : e.reason;
+      break;
     default:
       break;
   }
   return j.dump();
 }
 
-std::string job_info_json(const JobInfo& info) {
+namespace {
+
+json info_object(const JobInfo& info) {
   json j = {{"id", info.id},
             {"object", "job"},
             {"status", job_status_name(info.status)},
-            {"position", info.position},
+            {"position", info.position > 0 ? json(info.position) : json(nullptr)},
+            {"prompt", info.prompt},
+            {"created", info.created_unix},
             {"step", info.step},
             {"total", info.total},
             {"width", info.width},
@@ -94,17 +104,57 @@ std::string job_info_json(const JobInfo& info) {
               {"total", info.timings.total_s}}}};
   j["error"] = info.error.empty() ? json(nullptr) : json(info.error);
   if (info.status == JobStatus::completed) j["image_url"] = str_cat("/v1/jobs/", info.id, "/image");
-  return j.dump();
+  if (info.status == JobStatus::completed && info.has_thumbnail)
+    j["thumbnail_url"] = str_cat("/v1/jobs/", info.id, "/thumbnail");
+  return j;
 }
 
-std::string openai_images_json(int64_t created, const std::vector<const std::vector<uint8_t>*>& pngs, int width,
-                               int height) {
+}  // namespace
+
+std::string job_info_json(const JobInfo& info) { return info_object(info).dump(); }
+
+std::string job_list_json(const std::vector<JobInfo>& jobs) {
   json data = json::array();
-  for (const auto* png : pngs) data.push_back({{"b64_json", base64_encode(*png)}});
-  return json{{"created", created},     {"data", data},
-              {"output_format", "png"}, {"size", size_string(width, height)},
-              {"background", "opaque"}, {"quality", "auto"}}
-      .dump();
+  for (const JobInfo& info : jobs) data.push_back(info_object(info));
+  return json{{"object", "list"}, {"data", data}}.dump();
+}
+
+namespace {
+
+json usage(const OpenAiReply& reply) {
+  const int64_t input = reply.results.empty() ? 0 : reply.results.front()->result.prompt_tokens;
+  const int64_t output = static_cast<int64_t>(reply.results.size()) * reply.width * reply.height / 256;
+  return {{"input_tokens", input},
+          {"output_tokens", output},
+          {"total_tokens", input + output},
+          {"input_tokens_details", {{"text_tokens", input}, {"image_tokens", 0}}}};
+}
+
+json seeds(const OpenAiReply& reply) {
+  json out = json::array();
+  for (const auto& r : reply.results) out.push_back(r->result.seed);
+  return out;
+}
+
+}  // namespace
+
+std::string openai_usage_json(const OpenAiReply& reply) { return usage(reply).dump(); }
+
+std::string openai_images_json(const OpenAiReply& reply) {
+  json data = json::array();
+  for (const auto& r : reply.results)
+    data.push_back({{"b64_json", base64_encode(r->encoded)}, {"seed", r->result.seed}});
+  json j = {{"created", reply.created},
+            {"data", data},
+            {"model", reply.model},
+            {"output_format", "png"},
+            {"size", size_string(reply.width, reply.height)},
+            {"background", "opaque"},
+            {"quality", "auto"},
+            {"seeds", seeds(reply)},
+            {"usage", usage(reply)}};
+  if (!reply.results.empty()) j["seed"] = reply.results.front()->result.seed;
+  return j.dump();
 }
 
 std::string openai_partial_image_json(int64_t created, const std::vector<uint8_t>& png, int index, int width,
@@ -120,15 +170,18 @@ std::string openai_partial_image_json(int64_t created, const std::vector<uint8_t
       .dump();
 }
 
-std::string openai_completed_json(int64_t created, const std::vector<uint8_t>& png, int width, int height) {
+std::string openai_completed_json(const OpenAiReply& reply) {
+  const JobResult& r = *reply.results.front();
   return json{{"type", "image_generation.completed"},
-              {"b64_json", base64_encode(png)},
-              {"created_at", created},
-              {"size", size_string(width, height)},
+              {"b64_json", base64_encode(r.encoded)},
+              {"created_at", reply.created},
+              {"size", size_string(reply.width, reply.height)},
               {"quality", "auto"},
               {"background", "opaque"},
               {"output_format", "png"},
-              {"usage", {{"input_tokens", 0}, {"output_tokens", 0}, {"total_tokens", 0}}}}
+              {"seed", r.result.seed},
+              {"model", reply.model},
+              {"usage", usage(reply)}}
       .dump();
 }
 

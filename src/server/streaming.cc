@@ -12,6 +12,7 @@
 #include <deque>
 #include <map>
 
+#include "server/auth.h"
 #include "server/connection.h"
 #include "server/errors.h"
 #include "server/sse.h"
@@ -90,9 +91,14 @@ void stop_watching(Stream& stream, Inbox& inbox) {
   stream.socket().cancel(ignored);
 }
 
-const std::string kSseHead =
-    "HTTP/1.1 200 OK\r\nServer: fluxcpp\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-    "X-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
+// The head of an event stream, with the CORS headers (--cors-origin) as on every reply.
+std::string sse_head(const ServerContext& c) {
+  std::string head =
+      "HTTP/1.1 200 OK\r\nServer: fluxcpp\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+      "X-Accel-Buffering: no\r\nConnection: close\r\n";
+  for (const auto& [name, value] : cors_headers(c.options.access)) head += str_cat(name, ": ", value, "\r\n");
+  return head + "\r\n";
+}
 
 }  // namespace
 
@@ -104,11 +110,12 @@ asio::awaitable<int> serve_job_events(Stream& stream, ServerContext& c, const Ro
   if (!subscription) {
     co_await write_response(
         stream,
-        {404, "application/json", error_json(404, str_cat("job \"", id, "\" not found"), "id", "job_not_found"), {}},
+        {404, "application/json", error_json(404, str_cat("job \"", id, "\" not found"), "id", "job_not_found"),
+         cors_headers(c.options.access)},
         false, c.options.timeout_s);
     co_return 404;
   }
-  if (!co_await write_raw(stream, kSseHead, c.options.timeout_s)) co_return 200;
+  if (!co_await write_raw(stream, sse_head(c), c.options.timeout_s)) co_return 200;
   watch_disconnect(stream, inbox);
   for (;;) {
     co_await wait(*inbox, 15s);
@@ -139,7 +146,7 @@ asio::awaitable<int> serve_generation(Stream& stream, ServerContext& c, const Ro
   const int width = route.image.generate.width, height = route.image.generate.height;
   const int64_t created = static_cast<int64_t>(std::time(nullptr));
   const bool stream_events = route.kind == RouteResult::Kind::generate_stream;
-  if (stream_events && !co_await write_raw(stream, kSseHead, c.options.timeout_s)) {
+  if (stream_events && !co_await write_raw(stream, sse_head(c), c.options.timeout_s)) {
     for (const auto& id : route.job_ids) c.engine.cancel(id);
     co_return 499;
   }
@@ -190,28 +197,32 @@ asio::awaitable<int> serve_generation(Stream& stream, ServerContext& c, const Ro
   // Every job ended: the first failure or cancellation decides, else the images in request order.
   std::string problem;
   int status = 200;
-  std::vector<const std::vector<uint8_t>*> pngs;
+  OpenAiReply reply;
+  reply.created = created;
+  reply.model = route.model;
+  reply.width = width;
+  reply.height = height;
   for (const auto& id : route.job_ids) {
     const auto& event = done[id];
     if (event->kind == JobEventKind::failed && problem.empty()) {
       problem = str_cat("generation failed: ", event->error);
       status = 500;
     } else if (event->kind == JobEventKind::cancelled && problem.empty()) {
-      problem = c.shutting_down ? "generation cancelled: the server is shutting down" : "generation cancelled";
+      problem = event->reason == kCancelServerStopping ? "generation cancelled: the server is shutting down"
+                                                       : "generation cancelled";
       status = 503;
     } else if (event->result) {
-      pngs.push_back(&event->result->encoded);
+      reply.results.push_back(event->result);
     }
   }
   if (stream_events) {
-    const std::string last = problem.empty() ? sse_event("image_generation.completed",
-                                                         openai_completed_json(created, *pngs.front(), width, height))
+    const std::string last = problem.empty() ? sse_event("image_generation.completed", openai_completed_json(reply))
                                              : sse_event("error", openai_stream_error_json(problem));
     co_await write_raw(stream, last, c.options.timeout_s);
     co_return 200;
   }
-  Response response{status, "application/json", "", {}};
-  response.body = problem.empty() ? openai_images_json(created, pngs, width, height)
+  Response response{status, "application/json", "", cors_headers(c.options.access)};
+  response.body = problem.empty() ? openai_images_json(reply)
                                   : error_json(status, problem, "", status == 500 ? "generation_failed" : "cancelled");
   co_await write_response(stream, response, false, c.options.timeout_s);
   co_return status;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "scripted_pipeline.h"
@@ -119,21 +120,22 @@ TEST(Engine, EventsArriveInOrderWithResult) {
   f.engine->subscribe(id, f.executor.post(), rec.handler());
   f.steps->open();
   ASSERT_TRUE(f.executor.run_until([&] { return rec.has(JobEventKind::completed); }));
-  // queued (maybe, if subscribed before the worker took it), started, encode_text, 3 steps, decode, completed.
-  std::vector<JobEventKind> kinds = rec.kinds();
-  if (kinds.front() == JobEventKind::queued) kinds.erase(kinds.begin());
-  ASSERT_EQ(kinds.size(), 7u);
-  EXPECT_EQ(kinds[0], JobEventKind::started);
-  int last_step = 0;
-  for (size_t i = 1; i < 6; ++i) {
-    ASSERT_EQ(kinds[i], JobEventKind::step);
-    const auto& e = rec.events[rec.events.size() - 7 + i];
-    EXPECT_GE(e->step, last_step);
-    last_step = e->step;
-    if (e->stage == Stage::denoise) {
-      EXPECT_EQ(e->total, 3);
-      EXPECT_TRUE(e->preview != nullptr);
-    }
+  // queued (maybe, if subscribed before the worker took it), started, stage encode_text, stage denoise, steps
+  // 1, 2, 3 (exactly `total` step events, numbered from 1), stage decode, completed.
+  std::vector<std::shared_ptr<const JobEvent>> events = rec.events;
+  if (events.front()->kind == JobEventKind::queued) events.erase(events.begin());
+  using K = JobEventKind;
+  std::vector<JobEventKind> kinds;
+  for (const auto& e : events) kinds.push_back(e->kind);
+  ASSERT_EQ(kinds, (std::vector<K>{K::started, K::stage, K::stage, K::step, K::step, K::step, K::stage, K::completed}));
+  EXPECT_EQ(events[1]->stage, Stage::encode_text);
+  EXPECT_EQ(events[2]->stage, Stage::denoise);
+  EXPECT_EQ(events[6]->stage, Stage::decode);
+  for (int i = 0; i < 3; ++i) {
+    const auto& e = events[3 + static_cast<size_t>(i)];
+    EXPECT_EQ(e->step, i + 1);
+    EXPECT_EQ(e->total, 3);
+    EXPECT_TRUE(e->preview != nullptr);
   }
   const auto& done = rec.events.back();
   ASSERT_EQ(done->kind, JobEventKind::completed);
@@ -162,7 +164,8 @@ TEST(Engine, BoundedQueueRefusesWhenFull) {
   const std::string third = f.engine->submit(request(3));
   EXPECT_THROW(f.engine->submit(request(4)), QueueFull);
   EXPECT_EQ(f.engine->stats().queue_depth, 2);
-  EXPECT_EQ(f.engine->info(third)->position, 1);
+  EXPECT_EQ(f.engine->info(third)->position, 2);  // 1 = next to run
+  EXPECT_EQ(f.engine->info(first)->position, 0);  // running: no position
 }
 
 TEST(Engine, CancelQueuedJobUpdatesPositions) {
@@ -176,11 +179,13 @@ TEST(Engine, CancelQueuedJobUpdatesPositions) {
   f.engine->subscribe(a, f.executor.post(), r1.handler());
   f.engine->subscribe(b, f.executor.post(), r2.handler());
   ASSERT_TRUE(f.executor.run_until([&] { return !r2.events.empty(); }));
-  EXPECT_EQ(r2.events.back()->position, 1);
+  EXPECT_EQ(r1.events.back()->position, 1);
+  EXPECT_EQ(r2.events.back()->position, 2);
   EXPECT_TRUE(f.engine->cancel(a));
   ASSERT_TRUE(f.executor.run_until([&] { return r1.has(JobEventKind::cancelled) && r2.events.size() >= 2; }));
   EXPECT_EQ(r2.events.back()->kind, JobEventKind::queued);
-  EXPECT_EQ(r2.events.back()->position, 0);
+  EXPECT_EQ(r2.events.back()->position, 1);
+  EXPECT_EQ(r1.events.back()->reason, "user");
   EXPECT_EQ(f.engine->info(a)->status, JobStatus::cancelled);
   EXPECT_FALSE(f.engine->cancel(a));  // already finished
   EXPECT_FALSE(f.engine->cancel("job_unknown"));
@@ -215,9 +220,12 @@ TEST(Engine, LateSubscriberGetsCurrentStateFirst) {
   EventRecorder late;
   f.engine->subscribe(id, f.executor.post(), late.handler());
   ASSERT_TRUE(f.executor.run_until([&] { return late.events.size() >= 2; }));
+  ASSERT_TRUE(f.executor.run_until([&] { return late.events.size() >= 3; }));
   EXPECT_EQ(late.events[0]->kind, JobEventKind::started);
-  EXPECT_EQ(late.events[1]->kind, JobEventKind::step);
-  EXPECT_EQ(late.events[1]->step, 2);
+  EXPECT_EQ(late.events[1]->kind, JobEventKind::stage);
+  EXPECT_EQ(late.events[1]->stage, Stage::denoise);
+  EXPECT_EQ(late.events[2]->kind, JobEventKind::step);
+  EXPECT_EQ(late.events[2]->step, 2);
   f.steps->open();
   ASSERT_TRUE(f.executor.run_until([&] { return late.has(JobEventKind::completed); }));
   EventRecorder after;
@@ -312,6 +320,9 @@ TEST(Engine, ShutdownCancelsRunningAndQueuedJobs) {
   ASSERT_TRUE(f.executor.run_until([&] { return r1.has(JobEventKind::started); }));
   f.engine->shutdown();  // returns once the threads are joined
   ASSERT_TRUE(f.executor.run_until([&] { return r1.has(JobEventKind::cancelled) && r2.has(JobEventKind::cancelled); }));
+  // Not the users' own cancel: clients tell them apart by the reason.
+  EXPECT_EQ(r1.events.back()->reason, "server_stopping");
+  EXPECT_EQ(r2.events.back()->reason, "server_stopping");
   EXPECT_THROW(f.engine->submit(request()), NotReady);
 }
 
@@ -334,6 +345,63 @@ TEST(Engine, ShutdownDuringLoadingAbandonsIt) {
   f.engine->shutdown();
   release.join();
   EXPECT_NE(f.engine->load_status().state, LoadState::ready);
+}
+
+// A waiting job hears its position again only when it changes: a job behind it leaving does not move it.
+TEST(Engine, QueuedPositionIsSentOnlyWhenItChanges) {
+  Fixture f;
+  const std::string running = f.engine->submit(request(1));
+  EventRecorder r0, ra;
+  f.engine->subscribe(running, f.executor.post(), r0.handler());
+  ASSERT_TRUE(f.executor.run_until([&] { return r0.has(JobEventKind::started); }));
+  const std::string a = f.engine->submit(request(2));
+  const std::string b = f.engine->submit(request(3));
+  f.engine->subscribe(a, f.executor.post(), ra.handler());
+  ASSERT_TRUE(f.executor.run_until([&] { return !ra.events.empty(); }));
+  EXPECT_TRUE(f.engine->cancel(b));
+  EXPECT_TRUE(f.engine->cancel(running));
+  ASSERT_TRUE(f.executor.run_until([&] { return ra.has(JobEventKind::started); }));
+  const std::vector<JobEventKind> kinds = ra.kinds();
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), JobEventKind::queued), 1);
+  EXPECT_EQ(kinds[0], JobEventKind::queued);
+  EXPECT_EQ(kinds[1], JobEventKind::started);
+  EXPECT_EQ(ra.events.front()->position, 1);
+}
+
+// GET /v1/jobs/{id}'s `steps` is the count that runs: the model's default for a request that left it at 0.
+TEST(Engine, InfoShowsTheEffectiveStepsPromptAndCreationTime) {
+  Fixture f;
+  const auto before =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::string id = f.engine->submit(request(1, 0));
+  const auto info = f.engine->info(id);
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->steps, default_steps(Variant::schnell));
+  EXPECT_EQ(info->prompt, "a cat");
+  EXPECT_GE(info->created_unix, before);
+  EXPECT_LE(info->created_unix, before + 5);
+  EXPECT_EQ(f.engine->info(f.engine->submit(request(1, 7)))->steps, 7);
+  f.steps->open();
+}
+
+TEST(Engine, ListIsNewestFirstAndKeepsAtMostMaxFinishedJobs) {
+  EngineOptions o;
+  o.max_finished_jobs = 2;
+  o.thumbnail_encoder = [](const Image& image) { return std::vector<uint8_t>{'T', static_cast<uint8_t>(image.width)}; };
+  Fixture f(o);
+  f.steps->open();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    ids.push_back(f.engine->submit(request(static_cast<uint64_t>(i), 1)));
+    ASSERT_TRUE(poll([&] { return f.engine->info(ids.back())->status == JobStatus::completed; }));
+  }
+  const std::vector<JobInfo> list = f.engine->list();
+  ASSERT_EQ(list.size(), 2u);  // the two oldest finished jobs were dropped
+  EXPECT_EQ(list[0].id, ids[3]);
+  EXPECT_EQ(list[1].id, ids[2]);
+  EXPECT_FALSE(f.engine->info(ids[0]).has_value());
+  EXPECT_TRUE(list[0].has_thumbnail);
+  EXPECT_EQ(f.engine->result(ids[3])->thumbnail, (std::vector<uint8_t>{'T', 64}));
 }
 
 TEST(JobQueue, FifoWithPositionsAndCapacity) {

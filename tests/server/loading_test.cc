@@ -194,7 +194,7 @@ TEST_F(ServerLoading, QueueWhileLoadingRunsTheQueuedJobOnceLoaded) {
   const std::string id = created.value("id", "");
   ASSERT_FALSE(id.empty()) << r.body;
   EXPECT_EQ(created["status"], "queued");
-  EXPECT_EQ(created["position"], 0);
+  EXPECT_EQ(created["position"], 1);  // 1 = next to run
   EXPECT_EQ(r.header("location"), "/v1/jobs/" + id);
 
   EXPECT_EQ(parse(get("/v1/jobs/" + id).body)["status"], "queued");
@@ -209,7 +209,7 @@ TEST_F(ServerLoading, QueueWhileLoadingRunsTheQueuedJobOnceLoaded) {
   auto first = events.next(60s);
   ASSERT_TRUE(first);
   EXPECT_EQ(first->name, "queued");
-  EXPECT_EQ(parse(first->data)["position"], 0);
+  EXPECT_EQ(parse(first->data)["position"], 1);
 
   ASSERT_TRUE(model_.release());
   ASSERT_TRUE(server_->wait_status("ready", 120s)) << server_->log();

@@ -96,8 +96,13 @@ TEST(Request, EveryRefusalNamesTheField) {
       {R"({"prompt": "x", "n": 0})", "n", "1..4"},
       {R"({"prompt": "x", "n": 5})", "n", "1..4"},
       {R"({"prompt": "x", "n": true})", "n", "expected an integer"},
-      {R"({"prompt": "x", "seed": -1})", "seed", "0.."},
-      {R"({"prompt": "x", "seed": 18446744073709551615})", "seed", "0.."},
+      // The seed's range is named whatever JSON type the number parsed as (issue 14: "got a number" above 2^64).
+      {R"({"prompt": "x", "seed": -1})", "seed", "from 0 to 9007199254740991 (2^53 - 1), got -1"},
+      {R"({"prompt": "x", "seed": 9007199254740992})", "seed", "from 0 to 9007199254740991"},
+      {R"({"prompt": "x", "seed": 18446744073709551615})", "seed", "from 0 to 9007199254740991"},
+      {R"({"prompt": "x", "seed": 18446744073709551616})", "seed", "from 0 to 9007199254740991 (2^53 - 1), got 1.8"},
+      {R"({"prompt": "x", "seed": 1.5})", "seed", "from 0 to 9007199254740991 (2^53 - 1), got 1.5"},
+      {R"({"prompt": "x", "seed": "7"})", "seed", "from 0 to 9007199254740991 (2^53 - 1), got a string"},
       {R"({"prompt": "x", "guidance": "high"})", "guidance", "expected a number"},
       {R"({"prompt": "x", "guidance": 1000})", "guidance", "0..100"},
       {R"({"prompt": "x", "response_format": "url"})", "response_format", "not supported"},
@@ -162,8 +167,24 @@ TEST(Sse, EventFormatAndBase64) {
   EXPECT_EQ(j["type"], "step");
   EXPECT_EQ(j["step"], 2);
   EXPECT_EQ(j["total"], 4);
-  EXPECT_EQ(j["stage"], "denoise");
+  EXPECT_FALSE(j.contains("stage"));  // stage changes are their own events
   EXPECT_EQ(j["preview"], "TWFuef8=");
+  JobEvent stage;
+  stage.kind = JobEventKind::stage;
+  stage.job_id = "j";
+  stage.stage = Stage::decode;
+  stage.elapsed_s = 1.5;
+  const auto s = nlohmann::json::parse(job_event_json(stage));
+  EXPECT_EQ(s, (nlohmann::json{{"type", "stage"}, {"id", "j"}, {"stage", "decode"}, {"elapsed", 1.5}}));
+  JobEvent cancelled;
+  cancelled.kind = JobEventKind::cancelled;
+  cancelled.job_id = "j";
+  cancelled.reason = kCancelServerStopping;
+  EXPECT_EQ(nlohmann::json::parse(job_event_json(cancelled))["reason"], "server_stopping");
+  JobEvent queued;
+  queued.kind = JobEventKind::queued;
+  queued.position = 3;
+  EXPECT_EQ(nlohmann::json::parse(job_event_json(queued))["position"], 3);
 }
 
 TEST(Metrics, RouteTemplatesAndText) {
@@ -171,6 +192,9 @@ TEST(Metrics, RouteTemplatesAndText) {
   EXPECT_EQ(route_template("/v1/jobs/job_1_abc/events"), "/v1/jobs/{id}/events");
   EXPECT_EQ(route_template("/health"), "/health");
   EXPECT_EQ(route_template("/etc/passwd"), "other");
+  EXPECT_EQ(route_template("/v1/jobs/job_1_abc/thumbnail"), "/v1/jobs/{id}/thumbnail");
+  EXPECT_EQ(route_template("/v1/config"), "/v1/config");
+  EXPECT_EQ(route_template("/sdapi/v1/txt2img"), "/sdapi/v1/txt2img");
   Metrics m;
   m.count_request("GET", "/health", 200, 0.0005);
   m.count_request("GET", "/health", 200, 0.002);

@@ -244,7 +244,7 @@ TEST_F(ServerTest, JobEventsArriveInOrderThenImage) {
   auto first = events.next();
   ASSERT_TRUE(first);
   EXPECT_EQ(first->name, "queued");
-  EXPECT_EQ(parse(first->data)["position"], 0);
+  EXPECT_EQ(parse(first->data)["position"], 1);  // 1 = next to run
   const json queued = parse(get("/v1/jobs/" + id).body);
   EXPECT_EQ(queued["status"], "queued");
   EXPECT_EQ(del("/v1/jobs/" + blocker).status, 200);  // let ours run
@@ -301,6 +301,10 @@ TEST_F(ServerTest, LateSubscriberToRunningJobGetsCurrentStateFirst) {
   auto first = late.next();
   ASSERT_TRUE(first);
   EXPECT_EQ(first->name, "started");
+  auto stage = late.next();  // the stage it is in, then its latest step
+  ASSERT_TRUE(stage);
+  EXPECT_EQ(stage->name, "stage");
+  EXPECT_EQ(parse(stage->data)["stage"], "denoise");
   auto second = late.next();
   ASSERT_TRUE(second);
   EXPECT_EQ(second->name, "step");
@@ -364,7 +368,7 @@ TEST_F(ServerTest, QueueFullAnswers429WithRetryAfter) {
   EXPECT_EQ(parse(full.body)["error"]["code"], "queue_full");
   const HttpResponse full_openai = post("/v1/images/generations", R"({"prompt": "x", "size": "64x64"})");
   EXPECT_EQ(full_openai.status, 429);
-  EXPECT_EQ(parse(get("/v1/jobs/" + c).body)["position"], 1);
+  EXPECT_EQ(parse(get("/v1/jobs/" + c).body)["position"], 2);  // 1 = next to run
   for (const auto& id : {c, b, a}) EXPECT_EQ(del("/v1/jobs/" + id).status, 200);
 }
 
@@ -447,9 +451,11 @@ TEST(ServerLifecycle, ShutdownWhileAJobRunsClosesStreamsAndExitsZero) {
   }
   ASSERT_TRUE(e);
   EXPECT_EQ(server.terminate(), 0) << server.log();
-  std::string last;
-  while ((e = events.next())) last = e->name;
-  EXPECT_EQ(last, "cancelled");
+  std::optional<SseEvent> last;
+  while ((e = events.next())) last = e;
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->name, "cancelled");
+  EXPECT_EQ(parse(last->data)["reason"], "server_stopping");  // not the user's own cancel
   EXPECT_NE(server.log().find("server: stopped"), std::string::npos);
 }
 

@@ -1,0 +1,212 @@
+// The stored-form bf16 GEMM (src/kernels/gemm_stored.h), at every ISA level:
+//  - each dequantized tile is bit for bit the bf16 the existing conversions give (dequantize_row_bf16 for the
+//    ggml block types and bf16, convert_to_f32 + convert_f32_to_bf16 for f16, f8_e4m3 and f32), in the pair
+//    layout, with zero padding past N;
+//  - the product agrees with a plain reference on the same bf16-rounded operands (computed in double): the
+//    products of two bf16 values are exact in f32, so the kernel's only error is the rounding of its f32 sum of
+//    K products plus the bias, in whatever order. Any order of a sum of K + 1 terms is within
+//    gamma_K * sum |terms| of the exact sum (Higham, Accuracy and Stability, (4.4)), gamma_K = K u / (1 - K u),
+//    u = 2^-24; the test allows (K + 2) u * sum |terms|.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "isa_levels.h"
+#include "kernels/gemm_stored.h"
+#include "tensor/convert.h"
+#include "tensor/quant.h"
+#include "tensor/quantize.h"
+#include "test_util.h"
+
+namespace flux::test {
+namespace {
+
+using kernels::detail::kStoredKc;
+using kernels::detail::kStoredNc;
+using kernels::detail::kStoredNr;
+using kernels::detail::StoredGemm;
+
+const DType kStoredTypes[] = {DType::f32,  DType::bf16, DType::f16,  DType::f8_e4m3, DType::q4_0,
+                              DType::q4_1, DType::q5_0, DType::q5_1, DType::q8_0,    DType::q2_K,
+                              DType::q3_K, DType::q4_K, DType::q5_K, DType::q6_K};
+
+// A random [n, k] weight of `dtype` (quantized as sd.cpp does; f8 bytes cycling through every finite code).
+// With `specials`, f16 weights also hold infinities, NaNs, signed zeros and subnormals, f8 weights NaNs.
+Tensor make_weight(DType dtype, int64_t n, int64_t k, uint64_t seed, bool specials = false) {
+  const auto v = random_floats(size_t(n * k), seed, -1.0f, 1.0f);
+  const Tensor w32 = Tensor::from_f32({n, k}, v);
+  if (is_quantized(dtype)) {
+    const auto ones = unit_importance(k);
+    return quantize(w32, dtype, ones.data());
+  }
+  if (dtype == DType::f8_e4m3) {
+    Tensor w = Tensor::empty(dtype, {n, k});
+    auto* p = static_cast<uint8_t*>(w.raw_mut());
+    for (size_t i = 0; i < v.size(); ++i) {
+      uint8_t b = static_cast<uint8_t>((i * 37 + 11 + seed) % 256);
+      if ((b & 0x7f) == 0x7f && !specials) b = 0x3c;  // 0x7f / 0xff are NaN in e4m3fn
+      p[i] = b;
+    }
+    return w;
+  }
+  Tensor w = w32.to(dtype);
+  if (dtype == DType::f16 && specials) {
+    const uint16_t bits[] = {0x0001, 0x03ff, 0x8001, 0x7c00, 0xfc00, 0x7e00, 0x7c01, 0xfe01, 0x7bff, 0x0400, 0x8000};
+    auto* p = static_cast<uint16_t*>(w.raw_mut());
+    for (size_t i = 3; i < v.size(); i += 7) p[i] = bits[i % std::size(bits)];
+  }
+  return w;
+}
+
+// Row r of w as bf16 through the conversions a bf16 product of the widened weight uses (linear_pack.cc's
+// widen_span), at the current ISA level.
+std::vector<uint16_t> reference_row_bf16(const Tensor& w, int64_t r) {
+  const int64_t k = w.dim(1);
+  const auto* src = static_cast<const uint8_t*>(w.raw()) + size_t(r) * dtype_nbytes(w.dtype(), k);
+  std::vector<uint16_t> out(static_cast<size_t>(k));
+  if (is_quantized(w.dtype()) || w.dtype() == DType::bf16) {
+    dequantize_row_bf16(w.dtype(), src, out.data(), k);
+  } else {
+    std::vector<float> f(static_cast<size_t>(k));
+    convert_to_f32(w.dtype(), src, f.data(), f.size());
+    convert_f32_to_bf16(f.data(), out.data(), f.size());
+  }
+  return out;
+}
+
+// K values: one tile, a tile and a part, several tiles; each a multiple of 32 and of the block size.
+std::vector<int64_t> awkward_k(DType dtype) {
+  if (dtype_block_size(dtype) == 256) return {256, 768};
+  return {64, 96, 1184};
+}
+
+StoredGemm gemm_of(const Tensor& w) {
+  StoredGemm g;
+  g.dtype = w.dtype();
+  g.w = w.raw();
+  g.n = w.dim(0);
+  g.k = w.dim(1);
+  return g;
+}
+
+TEST(GemmStored, TileEqualsDequantizersBitwise) {
+  for (DType dtype : kStoredTypes) {
+    for (int64_t k : awkward_k(dtype)) {
+      // 300 = a full task of 256 features, then 44 (a partial sub-tile of 64 and a partial group of 16).
+      const int64_t n = 300;
+      const Tensor w = make_weight(dtype, n, k, 5, dtype == DType::f16 || dtype == DType::f8_e4m3);
+      const StoredGemm g = gemm_of(w);
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + " k " + std::to_string(k));
+      for_each_isa([&](IsaLevel) {
+        std::vector<std::vector<uint16_t>> want(static_cast<size_t>(n));
+        for (int64_t r = 0; r < n; ++r) want[size_t(r)] = reference_row_bf16(w, r);
+        std::vector<uint32_t> tile(size_t(kStoredNc * kStoredKc / 2));
+        int bad = 0;
+        for (int64_t n0 = 0; n0 < n; n0 += kStoredNc) {
+          const int64_t rows = std::min(kStoredNc, n - n0);
+          for (int64_t k0 = 0; k0 < k; k0 += kStoredKc) {
+            const int64_t kc = std::min(kStoredKc, k - k0), pairs = kc / 2;
+            std::fill(tile.begin(), tile.end(), 0xdeadbeefu);  // unwritten units show
+            kernels::detail::dequantize_stored_tile(g, n0, rows, k0, kc, tile.data());
+            const int64_t padded = (rows + kStoredNr - 1) / kStoredNr * kStoredNr;
+            for (int64_t r = 0; r < padded; ++r) {
+              for (int64_t p = 0; p < pairs; ++p) {
+                const uint32_t got = tile[size_t((r / kStoredNr * pairs + p) * kStoredNr + r % kStoredNr)];
+                uint32_t expect = 0;
+                if (r < rows) {
+                  const auto& row = want[size_t(n0 + r)];
+                  expect = row[size_t(k0 + 2 * p)] | uint32_t{row[size_t(k0 + 2 * p + 1)]} << 16;
+                }
+                if (got != expect && bad++ < 3) {
+                  ADD_FAILURE() << "feature " << n0 + r << " pair " << (k0 / 2 + p) << ": " << std::hex << got << " vs "
+                                << expect;
+                }
+              }
+            }
+          }
+        }
+        EXPECT_EQ(bad, 0);
+      });
+    }
+  }
+}
+
+// y = x W^T + b by gemm_stored_bf16 against the double-precision product of the same bf16 operands.
+void check_product(DType dtype, int64_t m, int64_t n, int64_t k, bool with_bias) {
+  SCOPED_TRACE(std::string(dtype_name(dtype)) + " m " + std::to_string(m) + " n " + std::to_string(n) + " k " +
+               std::to_string(k) + (with_bias ? " bias" : ""));
+  const Tensor w = make_weight(dtype, n, k, uint64_t(m + n + k));
+  const auto x32 = random_floats(size_t(m * k), uint64_t(m) * 7 + 1, -2.0f, 2.0f);
+  const auto bias = random_floats(size_t(n), 9);
+  std::vector<uint16_t> x(x32.size());
+  for (size_t i = 0; i < x.size(); ++i) x[i] = f32_to_bf16(x32[i]);
+  for_each_isa([&](IsaLevel) {
+    std::vector<double> wd(size_t(n * k));
+    for (int64_t r = 0; r < n; ++r) {
+      const auto row = reference_row_bf16(w, r);
+      for (int64_t j = 0; j < k; ++j) wd[size_t(r * k + j)] = bf16_to_f32(row[size_t(j)]);
+    }
+    StoredGemm g = gemm_of(w);
+    std::vector<float> y(size_t(m * n), NAN);
+    g.x = x.data(), g.m = m, g.y = y.data(), g.bias = with_bias ? bias.data() : nullptr;
+    kernels::detail::gemm_stored_bf16(g);
+    int bad = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double sum = with_bias ? bias[size_t(j)] : 0.0, mag = std::fabs(sum);
+        for (int64_t l = 0; l < k; ++l) {
+          const double t = double(bf16_to_f32(x[size_t(i * k + l)])) * wd[size_t(j * k + l)];
+          sum += t, mag += std::fabs(t);
+        }
+        const double got = y[size_t(i * n + j)], bound = double(k + 2) * std::ldexp(1.0, -24) * mag;
+        if (!(std::fabs(got - sum) <= bound) && bad++ < 3) {
+          ADD_FAILURE() << "y[" << i << ", " << j << "] = " << got << ", want " << sum << " within " << bound;
+        }
+      }
+    }
+    EXPECT_EQ(bad, 0);
+  });
+}
+
+// Every stored form on rows that do not fill a 6-row block (1, 7, 33) and features that do not fill a 64-wide
+// sub-tile or a 256-wide task (70, 300).
+TEST(GemmStored, ProductWithinSumRounding) {
+  for (DType dtype : kStoredTypes) {
+    const auto ks = awkward_k(dtype);
+    check_product(dtype, 1, 70, ks.front(), true);
+    check_product(dtype, 7, 300, ks.back(), true);
+    check_product(dtype, 33, 64, ks[1], false);
+  }
+}
+
+// Larger M (257 = 42 full blocks of 6 and a 5-row tail, many prefetch steps) and K up to 4096.
+TEST(GemmStored, ProductLargeShapes) {
+  for (DType dtype : {DType::q8_0, DType::q4_K, DType::f16, DType::f8_e4m3}) {
+    check_product(dtype, 257, 130, 512, true);
+    check_product(dtype, 7, 65, 4096, false);
+  }
+}
+
+// A weight whose K the kernel cannot take is refused by name, not read out of bounds.
+TEST(GemmStored, RefusesBadK) {
+  EXPECT_FALSE(kernels::detail::gemm_stored_supports(DType::f16, 48));
+  EXPECT_FALSE(kernels::detail::gemm_stored_supports(DType::q4_K, 288));
+  EXPECT_TRUE(kernels::detail::gemm_stored_supports(DType::q4_K, 512));
+  const Tensor w = make_weight(DType::f16, 4, 48, 1);
+  StoredGemm g = gemm_of(w);
+  std::vector<uint16_t> x(48);
+  std::vector<float> y(4);
+  g.x = x.data(), g.m = 1, g.y = y.data();
+  try {
+    kernels::detail::gemm_stored_bf16(g);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("K = 48"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace flux::test
