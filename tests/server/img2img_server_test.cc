@@ -67,10 +67,9 @@ HttpResponse raw_request(int port, const std::string& path, const std::string& c
 class Img2ImgServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const char* threads = std::getenv("FLUX_TEST_THREADS");
     server_ =
         new ServerProcess({"--model", tiny_model_dir(), "--max-pixels", "65536", "--max-body", "2000000",
-                           "--max-image-pixels", "20000", "--timeout", "5", "--threads", threads ? threads : "2"});
+                           "--max-image-pixels", "20000", "--timeout", "5", "--threads", "2"});
     ASSERT_GT(server_->port(), 0) << server_->log();
     ASSERT_TRUE(server_->wait_status("ready")) << server_->log();
   }

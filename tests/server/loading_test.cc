@@ -94,9 +94,8 @@ class GatedModel {
 class ServerLoading : public ::testing::Test {
  protected:
   void start(const std::vector<std::string>& extra = {}) {
-    const char* threads = std::getenv("FLUX_TEST_THREADS");
     std::vector<std::string> args = {"--model", model_.dir(),  "--queue-size", "4",         "--max-pixels",
-                                     "262144",  "--max-steps", "1000",         "--threads", threads ? threads : "2"};
+                                     "262144",  "--max-steps", "1000",         "--threads", "2"};
     args.insert(args.end(), extra.begin(), extra.end());
     server_ = std::make_unique<ServerProcess>(args);
     ASSERT_GT(server_->port(), 0) << server_->log();

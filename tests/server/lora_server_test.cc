@@ -32,11 +32,10 @@ class LoraServerTest : public ::testing::Test {
     fs::create_symlink(root + "/secret.safetensors", dir_ + "/link_out.safetensors");
     std::ofstream(dir_ + "/readme.txt") << "not an adapter";
     const std::string w = golden_dir() + "/weights/";
-    const char* threads = std::getenv("FLUX_TEST_THREADS");
     server_ = new ServerProcess({"--diffusion-model", w + "flux1-schnell.safetensors", "--vae", w + "ae.safetensors",
                                  "--clip-l", w + "clip_l.safetensors", "--t5xxl", w + "t5xxl.safetensors",
                                  "--tokenizers", tokenizer_dir(), "--lora-dir", dir_, "--max-pixels", "65536",
-                                 "--threads", threads ? threads : "2"});
+                                 "--threads", "2"});
     ASSERT_GT(server_->port(), 0) << server_->log();
     ASSERT_TRUE(server_->wait_status("ready")) << server_->log();
   }

@@ -30,9 +30,7 @@ TEST(ServerMemory, HealthShowsThePlanAndRefusesSizesOverTheBudget) {
   ASSERT_GT(peaks.peaks[0], peaks.peaks[1]);
   const uint64_t budget = peaks.peaks[1];  // fits drop_text_encoders at 256x256, not all_resident
 
-  // FLUX_TEST_THREADS: 1 under ThreadSanitizer (scripts/sanitize.sh), whose view of OpenMP's hand-offs is blind.
-  const char* threads = std::getenv("FLUX_TEST_THREADS");
-  ServerProcess server({"--model", tiny_model_dir(), "--max-pixels", "1048576", "--threads", threads ? threads : "2",
+  ServerProcess server({"--model", tiny_model_dir(), "--max-pixels", "1048576", "--threads", "2",
                         "--memory-budget", std::to_string(budget)});
   ASSERT_GT(server.port(), 0) << server.log();
   ASSERT_TRUE(server.wait_status("ready")) << server.log();

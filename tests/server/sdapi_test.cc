@@ -197,7 +197,6 @@ class SdapiServerTest : public ::testing::Test {
     fs::create_directories(root + "/loras");
     fs::copy_file(golden_dir() + "/lora/lora_a_kohya.safetensors", root + "/loras/style_a.safetensors");
     const std::string w = golden_dir() + "/weights/";
-    const char* threads = std::getenv("FLUX_TEST_THREADS");
     server_ = new ServerProcess({"--diffusion-model",
                                  w + "flux1-schnell.safetensors",
                                  "--vae",
@@ -219,7 +218,7 @@ class SdapiServerTest : public ::testing::Test {
                                  "--max-n",
                                  "4",
                                  "--threads",
-                                 threads ? threads : "2"});
+                                 "2"});
     ASSERT_GT(server_->port(), 0) << server_->log();
     ASSERT_TRUE(server_->wait_status("ready")) << server_->log();
   }
@@ -512,10 +511,9 @@ TEST_F(SdapiServerTest, FullQueueAnswers429AndABatchIsAllOrNothing) {
 // FLUX.1-dev: cfg_scale is the distilled guidance (the same pixels as a native job with that guidance).
 TEST(SdapiDevServerTest, CfgScaleIsTheGuidance) {
   const std::string w = golden_dir() + "/weights/";
-  const char* threads = std::getenv("FLUX_TEST_THREADS");
   ServerProcess server({"--diffusion-model", w + "flux1-dev.safetensors", "--vae", w + "ae.safetensors", "--clip-l",
                         w + "clip_l.safetensors", "--t5xxl", w + "t5xxl.safetensors", "--tokenizers", tokenizer_dir(),
-                        "--max-pixels", "65536", "--threads", threads ? threads : "2"});
+                        "--max-pixels", "65536", "--threads", "2"});
   ASSERT_GT(server.port(), 0) << server.log();
   ASSERT_TRUE(server.wait_status("ready")) << server.log();
   const json base = {{"prompt", "a cat"}, {"width", 64}, {"height", 64}, {"steps", 2}, {"seed", 5}};

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -179,6 +180,16 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args) {
   posix_spawn_file_actions_addopen(&actions, 2, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   std::vector<std::string> argv_s = {FLUX_CLI_PATH, "serve", "--port", "0"};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
+  // FLUX_TEST_THREADS overrides every test server's compute threads (scripts/sanitize.sh sets 1 under
+  // ThreadSanitizer: the kernel pool's OpenMP runtime is not instrumented, so its hand-offs would read as races).
+  if (const char* threads = std::getenv("FLUX_TEST_THREADS")) {
+    const auto at = std::find(argv_s.begin(), argv_s.end(), "--threads");
+    if (at != argv_s.end() && at + 1 != argv_s.end()) {
+      *(at + 1) = threads;
+    } else {
+      argv_s.insert(argv_s.end(), {"--threads", threads});
+    }
+  }
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);

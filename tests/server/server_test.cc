@@ -35,17 +35,14 @@ bool is_png(const std::string& data, int width, int height) {
   return be32(16) == static_cast<uint32_t>(width) && be32(20) == static_cast<uint32_t>(height);
 }
 
-// FLUX_TEST_THREADS sets the server's compute threads (scripts/sanitize.sh uses 1 under ThreadSanitizer: the
-// kernel pool's OpenMP runtime is not instrumented, so its hand-offs would read as races).
 std::vector<std::string> server_args() {
-  const char* threads = std::getenv("FLUX_TEST_THREADS");
   return {"--model",      tiny_model_dir(),
           "--queue-size", "2",
           "--max-pixels", "262144",
           "--max-steps",  "1000",
           "--max-body",   "4096",
           "--timeout",    "2",
-          "--threads",    threads ? threads : "2"};
+          "--threads",    "2"};
 }
 
 class ServerTest : public ::testing::Test {
