@@ -62,7 +62,7 @@ const char* openapi_json() {
   "/v1/config": {"get": {"summary": "the limits and defaults a client builds its form from (model-dependent fields null while loading)", "responses": {"200": {"description": "config", "content": {"application/json": {"schema": {"type": "object", "properties": {
     "model": {"type": "string", "nullable": true}, "variant": {"type": "string", "enum": ["schnell", "dev"], "nullable": true},
     "max_pixels": {"type": "integer"}, "max_steps": {"type": "integer"}, "default_steps": {"type": "integer", "nullable": true},
-    "default_width": {"type": "integer"}, "default_height": {"type": "integer"}, "size_multiple": {"type": "integer"},
+    "default_width": {"type": "integer"}, "default_height": {"type": "integer"}, "size_multiple": {"type": "integer"}, "max_seed": {"type": "integer"},
     "min_side": {"type": "integer"}, "guidance": {"type": "boolean"}, "default_guidance": {"type": "number", "nullable": true},
     "img2img": {"type": "boolean"}, "max_image_pixels": {"type": "integer"}, "loras": {"type": "boolean"},
     "max_loras": {"type": "integer"}, "max_queue": {"type": "integer"}, "auth": {"type": "boolean"}}}}}}}}},

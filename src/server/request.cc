@@ -42,16 +42,8 @@ bool get_bool(const json& v, const std::string& name) {
   return v.get<bool>();
 }
 
-// The noise generator (torch's) uses a seed's low 32 bits, so random seeds are drawn from those: every seed
-// the server reports makes a different image and reproduces it (a client may send any seed up to 2^53 - 1).
-uint64_t random_seed() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  return rng() >> 32;
-}
-
 // `seed`: an integer in 0..kMaxSeed. Anything else (negative, fractional, too large to be an integer in JSON,
 // a string) is refused with the range, not with the JSON type the number happened to parse as.
-constexpr uint64_t kMaxSeed = (uint64_t{1} << 53) - 1;
 uint64_t parse_seed(const json& v) {
   const bool in_range = (v.is_number_unsigned() && v.get<uint64_t>() <= kMaxSeed) ||
                         (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() >= 0 &&
@@ -104,6 +96,11 @@ std::vector<LoraSpec> parse_loras(const json& v, const Limits& limits) {
 }
 
 }  // namespace
+
+uint64_t random_seed() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng() >> 32;
+}
 
 std::pair<int, int> parse_size(const std::string& size) {
   const size_t x = size.find('x');

@@ -23,6 +23,12 @@ struct Limits {
   int64_t max_image_pixels = 4096 * 4096;  // an uploaded init image (img2img), checked before it is decoded
 };
 
+// Seeds a client may send: 0..2^53 - 1, exact in every JSON parser (a double), so the page, the OpenAI and the
+// A1111 endpoints agree. The noise generator (torch's) uses a seed's low 32 bits, so random seeds are drawn from
+// those: every seed the server reports makes a different image and reproduces it.
+inline constexpr uint64_t kMaxSeed = (uint64_t{1} << 53) - 1;
+uint64_t random_seed();
+
 // POST /v1/images/generations (OpenAI fields + seed, steps, guidance) or POST /v1/jobs (the same, with
 // width + height as an alternative to size, plus preview).
 struct ImageRequest {

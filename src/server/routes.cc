@@ -94,6 +94,7 @@ Response config(const ServerContext& c) {
             {"default_height", l.default_height},
             {"size_multiple", 16},
             {"min_side", 64},
+            {"max_seed", kMaxSeed},
             {"guidance", false},
             {"default_guidance", nullptr},
             {"img2img", true},

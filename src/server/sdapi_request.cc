@@ -4,7 +4,6 @@
 #include <charconv>
 #include <cmath>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "pipeline/lora_dir.h"
 #include "server/errors.h"
@@ -63,12 +62,6 @@ bool get_bool(const json& v, const std::string& name) {
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
-}
-
-// As request.cc: the noise generator uses a seed's low 32 bits, so random seeds are drawn from those.
-uint64_t random_seed() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  return rng() >> 32;
 }
 
 // A1111 fields without an effect here, with the values that ask for nothing (accepted silently); any other value is
@@ -307,7 +300,7 @@ SdapiRequest parse_sdapi_request(std::string_view body, SdapiMode mode, const Li
     } else if (key == "steps") {
       g.steps = static_cast<int>(get_int(value, key, 1, limits.max_steps));
     } else if (key == "seed") {
-      seed = get_int(value, key, -1, int64_t{1} << 53);
+      seed = get_int(value, key, -1, static_cast<int64_t>(kMaxSeed));
     } else if (key == "cfg_scale") {
       r.cfg_scale = get_number(value, key, 0, 100);
     } else if (key == "distilled_cfg_scale") {  // Forge's name for FLUX.1-dev's guidance

@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "server/errors.h"
 #include "server/image_upload.h"
+#include "server/auth.h"
 #include "server/sdapi.h"
 #include "server/sse.h"
 
@@ -59,6 +60,13 @@ Response error_response(std::exception_ptr failure) {
     log_error("server: /sdapi/v1: internal error: ", e.what());
     return {500, "application/json", error_json(500, str_cat("internal error: ", e.what()), "", "internal_error"), {}};
   }
+}
+
+// Writes the whole answer, with the --cors-origin headers (a browser client on another origin reads it). The
+// callers pass a named Response: GCC 12 mishandles temporaries in a co_await expression.
+asio::awaitable<void> answer(Stream& stream, const ServerContext& c, Response& response) {
+  for (auto& h : cors_headers(c.options.access)) response.headers.push_back(std::move(h));
+  co_await write_response(stream, response, false, c.options.timeout_s);
 }
 
 std::string timestamp_now() {
@@ -212,8 +220,8 @@ asio::awaitable<int> serve_sdapi_generation(Stream& stream, ServerContext& c, co
     }
   }
   if (failure) {
-    const Response response = error_response(failure);
-    co_await write_response(stream, response, false, c.options.timeout_s);
+    Response response = error_response(failure);
+    co_await answer(stream, c, response);
     co_return response.status;
   }
   const SdapiRequest& r = *parsed;
@@ -262,18 +270,15 @@ asio::awaitable<int> serve_sdapi_generation(Stream& stream, ServerContext& c, co
     seeds.push_back(r.image.generate.seed + i);
     if (end.kind == JobEventKind::failed) {
       const std::string message = str_cat("generation failed: ", end.error);
-      co_await write_response(stream, {500, "application/json", error_json(500, message, "", "generation_failed"), {}},
-                              false, c.options.timeout_s);
+      Response response{500, "application/json", error_json(500, message, "", "generation_failed"), {}};
+      co_await answer(stream, c, response);
       co_return 500;
     }
     if (end.kind == JobEventKind::cancelled) {
       if (end.reason == kCancelServerStopping || c.shutting_down) {
-        co_await write_response(stream,
-                                {503,
-                                 "application/json",
-                                 error_json(503, "generation cancelled: the server is shutting down", "", "cancelled"),
-                                 {}},
-                                false, c.options.timeout_s);
+        Response response{503, "application/json",
+                          error_json(503, "generation cancelled: the server is shutting down", "", "cancelled"), {}};
+        co_await answer(stream, c, response);
         co_return 503;
       }
       ++cancelled;
@@ -291,8 +296,8 @@ asio::awaitable<int> serve_sdapi_generation(Stream& stream, ServerContext& c, co
                      {"parameters", json::parse(r.parameters)},
                      {"info", info_json(r, seeds, steps, sdapi_model_name(c), c.engine.load_status().variant,
                                         run->job_timestamp, warnings)}};
-  const Response response{200, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace), {}};
-  co_await write_response(stream, response, false, c.options.timeout_s);
+  Response response{200, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace), {}};
+  co_await answer(stream, c, response);
   co_return 200;
 }
 

@@ -150,20 +150,21 @@ try {
     check(await page.$eval("#steps", (e) => e.max) === String(MAX_STEPS), `the steps box allows at most --max-steps ${MAX_STEPS}`);
   }
 
-  // A seed above 2^64 - 1 is refused by the page; 2^64 - 1 itself goes out as exact digits.
-  await page.fill("#seed", "18446744073709551616");
+  // A seed above the server's 2^53 - 1 is refused by the page; 2^53 - 1 itself goes out as exact digits and comes back.
+  await page.fill("#seed", "9007199254740992");
   const before = posted.length;
   await generate(page, { prompt: "a lighthouse at dusk", steps: 2 });
-  check(await page.$eval("#form-error", (e) => !e.hidden && e.textContent.includes("Seed")),
-        "a seed of 2^64 is refused by name on the page");
+  check(await page.$eval("#form-error", (e) => !e.hidden && e.textContent.includes("Seed") &&
+                                             e.textContent.includes("9007199254740991")),
+        "a seed of 2^53 is refused by name on the page, with the server's range");
   check(posted.length === before, "nothing was sent for the bad seed");
-  await page.fill("#seed", "18446744073709551615");
+  await page.fill("#seed", "9007199254740991");
   await generate(page, { prompt: "a lighthouse at dusk", steps: 2 });
   await waitFor(page, () => /Done/.test(document.getElementById("status").textContent) || !document.getElementById("banner").hidden,
-                null, "a seed of 2^64 - 1 is sent (made or refused by the server)");
-  check(posted.some((p) => p.includes('"seed":18446744073709551615')), "2^64 - 1 went out as exact digits");
-  if (/Done/.test((await state(page)).status))
-    check(await page.$eval("#download", (a) => a.download) === "fluxcpp-18446744073709551615.png", "the largest seed comes back exactly");
+                null, "a seed of 2^53 - 1 is sent");
+  check(posted.some((p) => p.includes('"seed":9007199254740991')), "2^53 - 1 went out as exact digits");
+  check(/Done/.test((await state(page)).status), "the server made the image for the largest seed");
+  check(await page.$eval("#download", (a) => a.download) === "fluxcpp-9007199254740991.png", "the largest seed comes back exactly");
   await page.evaluate(() => document.getElementById("banner-close").click());
   await page.fill("#seed", "7");
 

@@ -157,6 +157,15 @@ TEST_F(AuthServerTest, CorsPreflightAndHeaders) {
   EXPECT_NE(pre.header("access-control-allow-methods").find("POST"), std::string::npos);
   // Refusals carry the headers too, so a browser can read the 401.
   EXPECT_EQ(request_with(port(), "GET", "/v1/jobs", "").header("access-control-allow-origin"), "https://app.example");
+  // So do the A1111 answers, written once the images are made, and their refusals.
+  const std::string auth = str_cat("Content-Type: application/json\r\nAuthorization: Bearer ", kKey, "\r\n");
+  const HttpResponse made = request_with(port(), "POST", "/sdapi/v1/txt2img", auth,
+                                         R"({"prompt": "x", "width": 64, "height": 64, "steps": 1})");
+  EXPECT_EQ(made.status, 200) << made.body.substr(0, 200);
+  EXPECT_EQ(made.header("access-control-allow-origin"), "https://app.example");
+  const HttpResponse refused = request_with(port(), "POST", "/sdapi/v1/txt2img", auth, R"({"prompt": "x", "width": 1})");
+  EXPECT_EQ(refused.status, 400) << refused.body.substr(0, 200) << server_->log();
+  EXPECT_EQ(refused.header("access-control-allow-origin"), "https://app.example");
 }
 
 TEST_F(AuthServerTest, TheKeyNeverReachesTheLog) {

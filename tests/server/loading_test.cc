@@ -154,12 +154,21 @@ TEST_F(ServerLoading, HealthSaysLoadingAndReadyIs503UntilTheLoadEnds) {
   EXPECT_EQ(models["data"][0]["status"], "loading");
   EXPECT_NE(get("/metrics").body.find("flux_model_load_state{state=\"loading\"} 1"), std::string::npos);
   EXPECT_EQ(get("/").status, 200);
+  // The page builds its form from /v1/config while the model loads: the limits are there, the model's fields null.
+  const json config = parse(get("/v1/config").body);
+  for (const char* field : {"model", "variant", "default_steps", "default_guidance"})
+    EXPECT_TRUE(config[field].is_null()) << field << ": " << config.dump();
+  EXPECT_GT(config["max_pixels"].get<int64_t>(), 0) << config.dump();
+  EXPECT_EQ(config["max_seed"], (uint64_t{1} << 53) - 1) << config.dump();
 
   // The gate is what held the load: released, the server turns ready.
   ASSERT_TRUE(model_.release());
   ASSERT_TRUE(server_->wait_status("ready", 120s)) << server_->log();
   EXPECT_EQ(get("/ready").status, 200);
   EXPECT_EQ(parse(get("/v1/models").body)["data"][0]["id"], "flux.1-schnell");
+  const json loaded = parse(get("/v1/config").body);
+  EXPECT_EQ(loaded["variant"], "schnell") << loaded.dump();
+  EXPECT_EQ(loaded["default_steps"], 4) << loaded.dump();
   EXPECT_EQ(server_->terminate(), 0) << server_->log();
 }
 

@@ -106,7 +106,8 @@ TEST_F(ServerTest, HealthReadyModelsMetricsAndPage) {
   const HttpResponse page = get("/");
   EXPECT_EQ(page.status, 200);
   EXPECT_NE(page.header("content-type").find("text/html"), std::string::npos);
-  EXPECT_NE(page.body.find("EventSource"), std::string::npos);
+  EXPECT_NE(page.body.find("id=\"prompt\""), std::string::npos);  // the page, its script compiled in
+  EXPECT_NE(page.body.find("/v1/config"), std::string::npos);
 }
 
 // /proc/PID/task/TID/stat fields 19 (nice) and 41 (policy: 0 other, 1 fifo, 3 batch) of every thread.

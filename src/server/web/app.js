@@ -1,7 +1,7 @@
 // The page's script: talks to the API of `fluxcpp serve` (GET /v1/config, /health, /v1/loras, /v1/jobs; POST
 // /v1/jobs; job events read with fetch() + a stream reader, because EventSource cannot send an API key).
 // Works with a server that lacks /v1/config or GET /v1/jobs (404/405): it falls back to built-in limits and to
-// the jobs this browser remembers. Seeds stay decimal strings end to end (2^64 - 1 does not fit a double).
+// the jobs this browser remembers. Seeds stay decimal strings end to end (no double ever rounds one).
 "use strict";
 const $ = (id) => document.getElementById(id);
 const store = {
@@ -12,7 +12,6 @@ const store = {
   set(key, value) { try { localStorage.setItem("fluxcpp." + key, JSON.stringify(value)); } catch { /* private mode */ } },
 };
 
-const MAX_SEED = 2n ** 64n - 1n;
 const ASPECTS = [["1:1", 1, 1], ["4:3", 4, 3], ["3:4", 3, 4], ["3:2", 3, 2], ["2:3", 2, 3], ["16:9", 16, 9],
                  ["9:16", 9, 16], ["Custom", 0, 0]];
 const SIDES = [256, 384, 512, 640, 768, 896, 1024, 1280, 1536, 2048];  // square sides of the size presets
@@ -20,8 +19,8 @@ const STAGES = { encode_text: "Encoding the prompt", encode_image: "Encoding the
                  decode: "Decoding the image" };
 // Used while GET /v1/config is missing (an older server) and for fields that are null while the model loads.
 const FALLBACK = { max_pixels: 1024 * 1024, max_steps: 50, default_steps: null, default_width: 512, default_height: 512,
-                   size_multiple: 16, min_side: 64, guidance: false, default_guidance: null, img2img: true,
-                   max_image_pixels: 4096 * 4096, loras: true, max_loras: 8, auth: false, model: null, variant: null };
+                   size_multiple: 16, min_side: 64, max_seed: 2 ** 53 - 1, guidance: false, default_guidance: null,
+                   img2img: true, max_image_pixels: 4096 * 4096, loras: true, max_loras: 8, auth: false, model: null, variant: null };
 
 let config = { ...FALLBACK };
 let serverState = "checking";          // checking | loading | ready | error | unreachable
@@ -219,8 +218,9 @@ for (const id of ["width", "height"]) $(id).addEventListener("input", sizeHint);
 function seedValue() {
   const v = $("seed").value.trim();
   if (!v) return null;
-  if (!/^\d+$/.test(v) || BigInt(v) > MAX_SEED)
-    throw new FieldError("seed", `Seed: expected a whole number from 0 to ${MAX_SEED}, got "${v}"`);
+  const max = BigInt(config.max_seed);  // the server's range (2^53 - 1), sent as digits so no double rounds it
+  if (!/^\d+$/.test(v) || BigInt(v) > max)
+    throw new FieldError("seed", `Seed: expected a whole number from 0 to ${max}, got "${v}"`);
   return BigInt(v).toString();
 }
 $("seed").addEventListener("input", () => {
