@@ -7,11 +7,27 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "base/error.h"
 
 namespace flux {
+namespace {
+
+// The live mappings, by start address -> end: release_file_pages() acts only inside one of them.
+struct Mappings {
+  std::mutex mutex;
+  std::map<uintptr_t, uintptr_t> ranges;
+};
+Mappings& mappings() {
+  static Mappings m;
+  return m;
+}
+
+}  // namespace
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -37,13 +53,38 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
       fail(path, ": cannot mmap ", file->size_, " bytes: ", std::strerror(err));
     }
     file->data_ = static_cast<const uint8_t*>(p);
+    Mappings& m = mappings();
+    const std::lock_guard lock(m.mutex);
+    m.ranges[reinterpret_cast<uintptr_t>(p)] = reinterpret_cast<uintptr_t>(p) + file->size_;
   }
   ::close(fd);
   return file;
 }
 
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_ == nullptr) return;
+  {
+    Mappings& m = mappings();
+    const std::lock_guard lock(m.mutex);
+    m.ranges.erase(reinterpret_cast<uintptr_t>(data_));
+  }
+  ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+size_t release_file_pages(const void* data, size_t bytes) {
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t end = begin + bytes;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (bytes == 0 || last <= first) return 0;
+  Mappings& m = mappings();
+  const std::lock_guard lock(m.mutex);  // the mapping cannot go away while advised
+  auto it = m.ranges.upper_bound(begin);
+  if (it == m.ranges.begin()) return 0;
+  --it;
+  if (begin < it->first || end > it->second) return 0;
+  if (::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED) != 0) return 0;
+  return last - first;
 }
 
 void MappedFile::prefetch(size_t offset, size_t bytes) const {

@@ -29,4 +29,11 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Tells the kernel this process no longer needs the pages of [data, data + bytes) when that range lies inside a
+// live MappedFile (whole pages only): they leave this process's RSS but stay in the page cache, and a later read
+// faults them back in from there (the mapping is read-only, so nothing is lost). A prepacked Linear calls it once
+// it has copied its weight from a mapped file. Any other range (owned memory, a range not inside one mapping) is
+// left alone: returns the bytes released (0 then). Thread-safe.
+size_t release_file_pages(const void* data, size_t bytes);
+
 }  // namespace flux

@@ -28,6 +28,7 @@
 #include "base/cpu.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "base/mapped_file.h"
 #include "base/thread_pool.h"
 #include "kernels/gemm_stored.h"
 #include "kernels/internal.h"
@@ -289,6 +290,7 @@ Linear::Linear(Tensor weight, Tensor bias, WeightMode mode, Precision precision)
     im.packed.resize(im.rows.panel_md.get_size());
     AlignedBuffer plain;
     im.pack(im.rows, weight, 0, im.n, plain, im.packed.data());
+    release_file_pages(weight.raw(), weight.nbytes());  // copied: the mapped file's pages leave our RSS
     return;
   }
   // per_call: the stored rows where they are in the compute dtype (one panel), else panels of about

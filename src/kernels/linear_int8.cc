@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "base/aligned_buffer.h"
+#include "base/mapped_file.h"
 #include "base/cpu.h"
 #include "base/error.h"
 #include "base/thread_pool.h"
@@ -189,6 +190,7 @@ Int8Linear::Int8Linear(Tensor weight, std::vector<float> bias, WeightMode mode, 
   im.scales.resize(static_cast<size_t>(im.n));
   std::vector<int32_t> sums(static_cast<size_t>(im.n));
   quantize_weight_rows(weight.dtype(), weight.raw(), im.n, im.k, im.w_max, plain.data(), im.scales.data(), sums.data());
+  release_file_pages(weight.raw(), weight.nbytes());  // quantized: the mapped file's pages leave our RSS
   im.comp.resize(sums.size());
   for (size_t i = 0; i < sums.size(); ++i) im.comp[i] = 128 * sums[i];
   const dnnl::memory::desc src({kLayoutM, im.k}, dt::u8, tag::ab);

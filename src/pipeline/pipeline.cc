@@ -64,22 +64,22 @@ void check_image_size(int width, int height) {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using kernels::WeightMode;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 uint64_t files_bytes(const WeightStore& store);
 
-// Byte progress over the components. Unless in low-memory mode, begin() reads every page of the component's
-// files (the disk read of a real model) and reports bytes as they come in, so the model binding that follows
-// finds them in the page cache; in low-memory mode (the files may not fit in RAM next to the converted weights)
-// the bytes are reported when the component is bound, without a read pass that could be evicted again.
+// Byte progress over the components. For a component that is packed at load, begin() reads every page of its
+// files (the disk read of a real model) and reports bytes as they come in, so the packing that follows finds
+// them in the page cache; for a component read per call (its files may not fit in RAM next to the others) the
+// bytes are reported when it is bound, without a read pass that could be evicted again.
 class ByteProgress {
  public:
-  ByteProgress(const LoadProgress& sink, uint64_t total, bool read_pages)
-      : sink_(sink), total_(total), read_pages_(read_pages) {}
-  void begin(const std::string& component, const WeightStore& store) {
+  ByteProgress(const LoadProgress& sink, uint64_t total) : sink_(sink), total_(total) {}
+  void begin(const std::string& component, const WeightStore& store, bool read_pages) {
     start_ = done_;
     report(component);
-    if (!read_pages_) return;
+    if (!read_pages) return;
     for (const std::string& path : store.files()) {
       const auto file = MappedFile::open(path);
       constexpr size_t kChunk = size_t{64} << 20;
@@ -105,7 +105,6 @@ class ByteProgress {
  private:
   const LoadProgress& sink_;
   uint64_t total_ = 0, done_ = 0, start_ = 0;
-  bool read_pages_ = true;
 };
 
 uint64_t files_bytes(const WeightStore& store) {
@@ -124,7 +123,7 @@ std::string first_dtype(const WeightStore& store, std::initializer_list<const ch
 struct MemoryPolicy {
   uint64_t budget = 0;
   bool force_drops = false;  // --low-memory
-  bool prepacked = true;
+  std::string weights;       // the weight modes, for /health: "prepacked", "per_call" or a mix (weights_name)
   ModelBytes bytes;
   ModelShapes shapes;
   int vae_tile = -1;  // LoadOptions::vae_tile
@@ -192,7 +191,7 @@ class FluxPipeline final : public Pipeline {
     MemoryStatus m;
     m.budget = memory_.budget;
     m.plan = plan_name(plan_.plan);
-    m.weights = memory_.prepacked ? "prepacked" : "per_call";
+    m.weights = memory_.weights;
     m.need = plan_.peak();
     m.peak_stage = memory_stage_name(plan_.peak_stage());
     m.resident = models_.resident_names();
@@ -470,12 +469,10 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   FLUX_CHECK(options.vae_tile >= -1 && (options.vae_tile <= 0 || options.vae_tile >= 64),
              "--vae-tile: expected -1 (automatic), 0 (off) or at least 64 pixels, got ", options.vae_tile);
   memory.vae_tile = options.vae_tile;
-  auto model_bytes = [&](bool prepacked) {
-    auto component = [&](const WeightStore& store) {
-      return ComponentBytes{files_bytes(store), prepacked ? packed_weight_bytes({&store}) : 0};
-    };
-    return ModelBytes{component(clip_store), component(t5_store), component(flux_store), component(ae_store)};
-  };
+  // Each component's size both ways (residency.h, bytes_under): its files, read per call, or its packed copies
+  // (a prepacked Linear releases the file pages it copied; what else stays mapped is measured after binding).
+  auto sizes_of = [&](const WeightStore& store) { return ComponentBytes{files_bytes(store), packed_weight_bytes({&store})}; };
+  const ModelBytes sizes{sizes_of(clip_store), sizes_of(t5_store), sizes_of(flux_store), sizes_of(ae_store)};
   memory.shapes.clip_hidden = clip_cfg.hidden_size;
   memory.shapes.clip_intermediate = clip_cfg.intermediate_size;
   memory.shapes.clip_heads = clip_cfg.num_attention_heads;
@@ -490,25 +487,27 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   memory.shapes.vae_ch = ae_params.ch;
   memory.shapes.vae_ch_mult = ae_params.ch_mult;
   memory.shapes.prompt_cache_entries = std::max(0, options.prompt_cache_entries);
-  // Per-call weights when asked, when the packed copies would take most of the budget, or when they would make a
-  // default-size (1024x1024) request not fit where per-call weights would.
-  auto default_fits = [&](bool prepacked) {
-    return plan_residency(model_bytes(prepacked), working_set(memory.shapes, 1024, 1024, t5_length(variant_of)),
-                          memory.budget, false)
-        .fits;
-  };
-  const bool low_memory =
-      options.low_memory || packed > memory.budget / 10 * 7 || (!default_fits(true) && default_fits(false));
-  memory.prepacked = !low_memory;
-  memory.bytes = model_bytes(memory.prepacked);
-  kernels::set_default_weight_mode(low_memory ? kernels::WeightMode::per_call : kernels::WeightMode::prepacked);
+  // The packing (residency.h, choose_packing): the fastest that fits the first job when the caller knows it
+  // (generate), else a default-size (1024x1024) request.
+  const bool first_known = options.first_width > 0 && options.first_height > 0;
+  const Packing packing =
+      choose_packing(sizes,
+                     working_set(memory.shapes, first_known ? options.first_width : 1024,
+                                 first_known ? options.first_height : 1024, t5_length(variant_of)),
+                     memory.budget, options.low_memory);
+  const WeightModes modes = weight_modes(packing);
+  const bool transformer_per_call = modes[static_cast<size_t>(Component::transformer)] == WeightMode::per_call;
+  memory.weights = packing_name(packing);
+  memory.bytes = bytes_under(sizes, packing);
+  kernels::set_default_weight_mode(modes[static_cast<size_t>(Component::transformer)]);
   log_info("weights: ", total >> 20, " MiB stored, ", packed >> 20, " MiB if prepacked, ", available >> 20,
            " MiB available, budget ",
            memory.budget == UINT64_MAX ? std::string("unlimited (MemAvailable unknown)") : mib(memory.budget),
            options.memory_budget > 0 ? std::string(" (--memory-budget)")
                                      : str_cat(" (", avail.source, " less a margin)"),
-           ": ",
-           low_memory ? "reordered per call (low-memory mode)" : "prepacked once");
+           ": ", packing == Packing::all    ? "prepacked once"
+                 : packing == Packing::none ? "reordered per call (low-memory mode)"
+                                            : "the transformer and VAE prepacked, CLIP and T5 read per call");
 
   // The plan of the first job (from the estimates; corrected below once the bindings are measured): refuse
   // it now rather than after minutes of loading, and under drop_transformer never hold the transformer and the
@@ -526,23 +525,25 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
 
   // LoRA adapters fixed at load: read and checked against the model before any weight is bound, then merged as the
   // transformer binds or kept for run time (pipeline/loras.h says which when).
-  auto loras = std::make_unique<PipelineLoras>(options, flux_params, flux_store, low_memory);
+  auto loras = std::make_unique<PipelineLoras>(options, flux_params, flux_store, transformer_per_call);
 
-  ByteProgress bytes(progress, total, !low_memory);
+  ByteProgress bytes(progress, total);
   ResidentModels models({files.clip.weights, files.t5.weights, files.transformer.weights, files.vae.weights}, clip_cfg,
-                        t5_cfg, flux_params, ae_params,
-                        low_memory ? kernels::WeightMode::per_call : kernels::WeightMode::prepacked);
+                        t5_cfg, flux_params, ae_params, modes);
   models.set_merged_loras(loras->merged());
   // Private memory each binding took (packed copies, converted parameters, and tensors the loaders build,
-  // such as diffusers' q/k/v fused into one weight), measured as the growth of RssAnon.
-  std::array<uint64_t, 4> copies{};
+  // such as diffusers' q/k/v fused into one weight), measured as the growth of RssAnon; and for a prepacked
+  // component, the file pages it still holds mapped after packing (growth of RssFile).
+  std::array<uint64_t, 4> copies{}, mapped{};
   auto timed = [&](Component c, WeightStore& store) {
     const auto start = Clock::now();
     const char* component = component_name(c);
-    bytes.begin(component, store);
-    const uint64_t anon = anonymous_memory_bytes();
+    const size_t i = static_cast<size_t>(c);
+    bytes.begin(component, store, modes[i] == WeightMode::prepacked);
+    const uint64_t anon = anonymous_memory_bytes(), file = file_memory_bytes();
     models.bind(c, store);
-    copies[static_cast<size_t>(c)] = std::max(anon, anonymous_memory_bytes()) - anon;
+    copies[i] = std::max(anon, anonymous_memory_bytes()) - anon;
+    mapped[i] = std::max(file, file_memory_bytes()) - file;
     bytes.end(component, store);
     log_debug("loaded ", component, " (", files_bytes(store), " bytes) in ", seconds_since(start), " s");
   };
@@ -564,6 +565,11 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
                         : c == Component::t5          ? memory.bytes.t5
                         : c == Component::transformer ? memory.bytes.transformer
                                                       : memory.bytes.vae;
+    const uint64_t held = mapped[static_cast<size_t>(c)];
+    if (modes[static_cast<size_t>(c)] == WeightMode::prepacked && held > (uint64_t{16} << 20)) {
+      log_info("memory: ", component_name(c), " keeps ", mib(held), " of its files mapped after packing; the plan counts them");
+      b.stored = held;
+    }
     const uint64_t measured = copies[static_cast<size_t>(c)];
     if (measured <= b.packed + std::max<uint64_t>(uint64_t{16} << 20, b.stored / 20)) continue;
     log_info("memory: ", component_name(c), " holds ", mib(measured), " of private copies (", mib(b.packed),

@@ -106,6 +106,49 @@ bool resident_during(ResidencyPlan plan, MemoryStage stage, Component c) {
   return true;
 }
 
+const char* packing_name(Packing p) {
+  switch (p) {
+    case Packing::all:
+      return "prepacked";
+    case Packing::skip_encoders:
+      return "prepacked; clip, t5 per_call";
+    case Packing::none:
+      break;
+  }
+  return "per_call";
+}
+
+bool packed_under(Packing p, Component c) {
+  return p == Packing::all || (p == Packing::skip_encoders && c != Component::clip && c != Component::t5);
+}
+
+ModelBytes bytes_under(const ModelBytes& sizes, Packing packing) {
+  auto one = [&](const ComponentBytes& b, Component c) {
+    return packed_under(packing, c) ? ComponentBytes{0, b.packed} : ComponentBytes{b.stored, 0};
+  };
+  return {one(sizes.clip, Component::clip), one(sizes.t5, Component::t5),
+          one(sizes.transformer, Component::transformer), one(sizes.vae, Component::vae)};
+}
+
+Packing choose_packing(const ModelBytes& sizes, const StageWorkingSet& ws, uint64_t budget, bool low_memory) {
+  if (low_memory) return Packing::none;
+  // The copies are private memory nothing reclaims; 15% of the budget stays for what the estimates miss (the
+  // plan below checks the files read per call and the working set).
+  auto copies_fit = [&](const ModelBytes& b) {
+    return b.clip.packed + b.t5.packed + b.transformer.packed + b.vae.packed <= budget / 20 * 17;
+  };
+  for (Packing p : {Packing::all, Packing::skip_encoders}) {
+    const ModelBytes b = bytes_under(sizes, p);
+    const StagePlan plan = plan_residency(b, ws, budget, false);
+    if (copies_fit(b) && plan.fits && plan.plan != ResidencyPlan::drop_transformer) return p;
+  }
+  // No packing fits without dropping the transformer between jobs: per call when that fits (re-binding a per-call
+  // component costs little: its files stay in the page cache); else every component packed if the copies fit
+  // (the fastest for the smaller jobs that do fit), else per call.
+  if (plan_residency(bytes_under(sizes, Packing::none), ws, budget, false).fits) return Packing::none;
+  return copies_fit(bytes_under(sizes, Packing::all)) ? Packing::all : Packing::none;
+}
+
 MemoryStage StagePlan::peak_stage() const {
   size_t best = 0;
   for (size_t i = 1; i < need.size(); ++i)

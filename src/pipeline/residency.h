@@ -91,6 +91,26 @@ enum class Component { clip, t5, transformer, vae };
 const char* component_name(Component c);  // "clip", "t5", "transformer", "vae"
 bool resident_during(ResidencyPlan plan, MemoryStage stage, Component c);
 
+// Which components keep a packed copy of their weights (made at bind, in the product's dtype; the file pages it
+// copied leave the process) instead of reading their mapped files at each product (per call):
+//   all             every component packed (fastest);
+//   skip_encoders   the transformer and the VAE packed, CLIP and T5 per call (they run once per prompt, the
+//                   transformer once per step);
+//   none            every component per call (--low-memory, or the packed copies do not fit).
+enum class Packing { all, skip_encoders, none };
+const char* packing_name(Packing p);  // "prepacked", "prepacked; clip, t5 per_call", "per_call"
+bool packed_under(Packing p, Component c);
+
+// What a model holds under `packing`, from `sizes` (per component: stored = its files' bytes, packed = its
+// packed copies' bytes): a packed component holds its copies only, a per-call one its files only.
+ModelBytes bytes_under(const ModelBytes& sizes, Packing packing);
+
+// The fastest packing whose copies take at most 85% of the budget and with which a request of working set `ws`
+// fits without dropping the transformer between jobs (re-packing it each job costs more than reading it per
+// call). When none does: none if that fits, else all if its copies take at most 85%, else none. Always none when
+// low_memory.
+Packing choose_packing(const ModelBytes& sizes, const StageWorkingSet& ws, uint64_t budget, bool low_memory);
+
 // Thrown when a job cannot fit the budget even with every drop: names the request size, the stage, the bytes
 // it needs and the budget.
 struct OverBudget : Error {

@@ -13,14 +13,21 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 }  // namespace
 
+WeightModes weight_modes(Packing packing) {
+  WeightModes m{};
+  for (Component c : {Component::clip, Component::t5, Component::transformer, Component::vae})
+    m[static_cast<size_t>(c)] = packed_under(packing, c) ? kernels::WeightMode::prepacked : kernels::WeightMode::per_call;
+  return m;
+}
+
 ResidentModels::ResidentModels(Sources sources, ClipTextConfig clip, T5Config t5, FluxParams flux, AutoEncoderParams ae,
-                               kernels::WeightMode mode)
+                               WeightModes modes)
     : sources_(std::move(sources)),
       clip_config_(std::move(clip)),
       t5_config_(std::move(t5)),
       flux_params_(std::move(flux)),
       ae_params_(std::move(ae)),
-      mode_(mode) {}
+      modes_(modes) {}
 
 const std::string& ResidentModels::source(Component c) const {
   switch (c) {
@@ -38,6 +45,13 @@ const std::string& ResidentModels::source(Component c) const {
 
 void ResidentModels::bind(Component c, WeightStore& store) {
   files_[static_cast<size_t>(c)] = store.files();
+  // The loaders other than Flux's take the process-wide mode: this component's for the time of its load.
+  const kernels::WeightMode mode = modes_[static_cast<size_t>(c)], before = kernels::default_weight_mode();
+  kernels::set_default_weight_mode(mode);
+  struct Restore {
+    kernels::WeightMode mode;
+    ~Restore() { kernels::set_default_weight_mode(mode); }
+  } restore{before};
   switch (c) {
     case Component::clip:
       clip_.emplace(ClipTextModel::load(store, clip_config_));
@@ -46,7 +60,7 @@ void ResidentModels::bind(Component c, WeightStore& store) {
       t5_.emplace(T5Encoder::load(store, t5_config_));
       break;
     case Component::transformer:
-      flux_.emplace(Flux::load(store, flux_params_, mode_, merged_loras_));
+      flux_.emplace(Flux::load(store, flux_params_, mode, merged_loras_));
       break;
     case Component::vae:
       ae_.emplace(AutoEncoder::load(store, ae_params_));
@@ -57,9 +71,8 @@ void ResidentModels::bind(Component c, WeightStore& store) {
 void ResidentModels::ensure(Component c) {
   if (resident(c)) return;
   const auto t0 = Clock::now();
-  // The loaders other than Flux's take the process-wide mode and precision: this model set's (the same in a
-  // real process, which loads one model set; tests load several in turn).
-  kernels::set_default_weight_mode(mode_);
+  // The loaders take the process-wide precision: this model set's (the same in a real process, which loads one
+  // model set; tests load several in turn).
   kernels::set_default_precision(precision_);
   WeightStore store = WeightStore::open(source(c));
   bind(c, store);

@@ -20,17 +20,21 @@
 
 namespace flux {
 
+// The weight mode of each component, indexed by Component (residency.h), under a packing.
+using WeightModes = std::array<kernels::WeightMode, 4>;
+WeightModes weight_modes(Packing packing);
+
 class ResidentModels {
  public:
   struct Sources {
     std::string clip, t5, transformer, vae;  // weights, as WeightStore::open takes them
   };
   ResidentModels(Sources sources, ClipTextConfig clip, T5Config t5, FluxParams flux, AutoEncoderParams ae,
-                 kernels::WeightMode mode);
+                 WeightModes modes);
 
   // LoRA adapters merged into the transformer's weights whenever it is bound (at load and when re-bound).
   void set_merged_loras(LoraStack stack) { merged_loras_ = std::move(stack); }
-  // Binds `c` from an opened store (at load: the caller reports byte progress around it).
+  // Binds `c` from an opened store in its weight mode (at load: the caller reports byte progress around it).
   void bind(Component c, WeightStore& store);
   // Re-binds `c` from its files if it was dropped; logs what it took.
   void ensure(Component c);
@@ -60,7 +64,7 @@ class ResidentModels {
   T5Config t5_config_;
   FluxParams flux_params_;
   AutoEncoderParams ae_params_;
-  kernels::WeightMode mode_;
+  WeightModes modes_;
   kernels::Precision precision_ = kernels::default_precision();  // the process-wide one when made
   std::optional<ClipTextModel> clip_;
   std::optional<T5Encoder> t5_;

@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -308,6 +309,42 @@ TEST(MappedFile, MapsContentsAndNamesMissingFiles) {
     EXPECT_NE(std::string(e.what()).find("missing.bin"), std::string::npos);
   }
   EXPECT_THROW(MappedFile::open(dir), Error);  // a directory
+}
+
+// A prepacked Linear releases the mapped pages it copied: they leave RssFile, read back the same from the page
+// cache, and nothing outside a live mapping is ever advised (MADV_DONTNEED would zero owned memory).
+TEST(MappedFile, ReleasedPagesLeaveTheRssAndReadBackTheSame) {
+  const std::string path = test::temp_dir("mmap-release") + "/w.bin";
+  constexpr size_t kBytes = size_t{64} << 20;
+  {
+    std::vector<uint8_t> data(kBytes);
+    for (size_t i = 0; i < kBytes; ++i) data[i] = static_cast<uint8_t>(i * 2654435761u >> 13);
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data.data()), kBytes);
+  }
+  auto file = MappedFile::open(path);
+  auto checksum = [&] {
+    uint64_t sum = 0;
+    for (size_t i = 0; i < kBytes; i += 64) sum = sum * 31 + file->data()[i];
+    return sum;
+  };
+  const uint64_t before = file_memory_bytes();
+  const uint64_t sum = checksum();  // every page touched
+  const uint64_t touched = file_memory_bytes();
+  ASSERT_GT(touched, before + (kBytes / 2)) << "the pages read count in RssFile";
+  // Not page-aligned at either end: the whole pages inside are released.
+  const size_t released = release_file_pages(file->data() + 100, kBytes - 200);
+  EXPECT_GE(released, kBytes - 3 * 4096);
+  EXPECT_LE(released, kBytes);
+  EXPECT_LT(file_memory_bytes(), touched - kBytes / 2) << "released pages left RssFile";
+  EXPECT_EQ(checksum(), sum) << "released pages read back from the file";
+
+  std::vector<uint8_t> owned(size_t{1} << 20, 7);
+  EXPECT_EQ(release_file_pages(owned.data(), owned.size()), 0u);
+  EXPECT_EQ(std::count(owned.begin(), owned.end(), 7), static_cast<std::ptrdiff_t>(owned.size()));
+  EXPECT_EQ(release_file_pages(file->data() + kBytes - 8192, 16384), 0u) << "past the mapping's end";
+  const uint8_t* gone = file->data();
+  file.reset();
+  EXPECT_EQ(release_file_pages(gone, kBytes), 0u) << "an unmapped range";
 }
 
 }  // namespace

@@ -110,6 +110,63 @@ TEST(Residency, PackedCopiesCount) {
   EXPECT_FALSE(plan_residency(b, ws(), 25 * M - 1, false).fits);
 }
 
+// Packing: clip 1 stored / 1 packed, t5 10 / 9, transformer 40 / 38, vae 2 / 2 MiB; working sets 3 / 5 / 6 MiB.
+//   all:            copies 50, all_resident peak 50 + 6 = 56           -> needs 0.85 budget >= 50: budget >= 58.9
+//   skip_encoders:  copies 40, drop_text_encoders peak 51 + 3 = 54     -> budget >= 54 (all_resident 57)
+ModelBytes packing_sizes() {
+  ModelBytes b;
+  b.clip = {1 * M, 1 * M};
+  b.t5 = {10 * M, 9 * M};
+  b.transformer = {40 * M, 38 * M};
+  b.vae = {2 * M, 2 * M};
+  return b;
+}
+
+TEST(Residency, BytesUnderAPackingCountFilesOrCopies) {
+  const ModelBytes all = bytes_under(packing_sizes(), Packing::all);
+  EXPECT_EQ(all.t5.stored, 0u);
+  EXPECT_EQ(all.t5.packed, 9 * M);
+  EXPECT_EQ(all.transformer.resident(), 38 * M);
+  const ModelBytes skip = bytes_under(packing_sizes(), Packing::skip_encoders);
+  EXPECT_EQ(skip.clip.stored, 1 * M);
+  EXPECT_EQ(skip.clip.packed, 0u);
+  EXPECT_EQ(skip.t5.stored, 10 * M);
+  EXPECT_EQ(skip.t5.packed, 0u);
+  EXPECT_EQ(skip.transformer.stored, 0u);
+  EXPECT_EQ(skip.transformer.packed, 38 * M);
+  EXPECT_EQ(skip.vae.packed, 2 * M);
+  const ModelBytes none = bytes_under(packing_sizes(), Packing::none);
+  EXPECT_EQ(none.transformer.stored, 40 * M);
+  EXPECT_EQ(none.transformer.packed, 0u);
+  EXPECT_STREQ(packing_name(Packing::skip_encoders), "prepacked; clip, t5 per_call");
+  EXPECT_TRUE(packed_under(Packing::skip_encoders, Component::vae));
+  EXPECT_FALSE(packed_under(Packing::skip_encoders, Component::t5));
+  EXPECT_FALSE(packed_under(Packing::none, Component::transformer));
+}
+
+TEST(Residency, ChoosesTheFastestPackingThatFits) {
+  const ModelBytes s = packing_sizes();
+  EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 59 * M, false), Packing::all);
+  EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 59 * M, true), Packing::none);  // --low-memory
+  EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 58 * M, false), Packing::skip_encoders);  // copies over 85% of it
+  EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 54 * M, false), Packing::skip_encoders);  // drop_text_encoders
+  EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 53 * M, false), Packing::none);  // it would drop the transformer
+  // Copies within 85%, but the request fits only by dropping the transformer between jobs (its packed copy would be
+  // made again for every job): read per call instead. skip_encoders: encode needs 51 + 30 = 81 with the
+  // transformer, 13 + 30 = 43 without.
+  EXPECT_EQ(plan_residency(bytes_under(s, Packing::skip_encoders), ws(30, 5, 6), 70 * M, false).plan,
+            ResidencyPlan::drop_transformer);
+  EXPECT_EQ(choose_packing(s, ws(30, 5, 6), 70 * M, false), Packing::none);
+  // Nothing fits the request (a 200 MiB decode): packed, the fastest, since reading per call would not fit either.
+  EXPECT_EQ(choose_packing(s, ws(3, 5, 200), 100 * M, false), Packing::all);
+  // A transformer whose packed copy is twice its file (16-bit weights widened to f32), a 100 MiB denoise, budget
+  // 150: packed it needs 80 + 2 + 100 = 182 even alone; read per call 40 + 2 + 100 = 142 fits.
+  ModelBytes wide = s;
+  wide.transformer = {40 * M, 80 * M};
+  EXPECT_EQ(choose_packing(wide, ws(3, 100, 6), 150 * M, false), Packing::none);
+  EXPECT_EQ(choose_packing(wide, ws(3, 5, 6), 150 * M, false), Packing::all);
+}
+
 TEST(Residency, WhoIsResidentWhen) {
   using C = Component;
   using S = MemoryStage;
