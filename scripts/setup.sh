@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 # Each package, and what needs it. Nothing here is optional: scripts/fresh_check.sh fails without any one.
 packages=(
   g++ cmake ninja-build     # the build
-  pkg-config                # finds sentencepiece
+  pkg-config                # finds sentencepiece and libcurl
+  libcurl4-openssl-dev      # models by name: downloads from the Hugging Face hub (src/hub/)
   libdnnl-dev               # oneDNN: the matrix products (found by header + library, see cmake/dependencies.cmake)
   libboost-dev              # Asio + Beast (header-only): the HTTP server
   nlohmann-json3-dev        # JSON: configs, the HTTP API

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -57,5 +59,26 @@ struct U8Diff {
 U8Diff compare_u8(const uint8_t* got, const uint8_t* want, int64_t n);
 // The manifest's uint8 rule: values differ by at most 1, on at most 1% of them (the counts are printed).
 void expect_u8(const std::string& what, const Image& img, const Tensor& want);
+
+// Sets an environment variable for a scope (restores the old value after).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* v = std::getenv(name)) old_ = v;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_)
+      ::setenv(name_, old_->c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
 
 }  // namespace flux::test

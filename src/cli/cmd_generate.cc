@@ -1,5 +1,5 @@
 // `fluxcpp generate`: one image from a prompt. Model from --model DIR (diffusers folder or a folder of BFL single
-// files) and/or single files (--diffusion-model, --vae, --clip-l, --t5xxl, --tokenizers). Writes a PNG with the
+// files) or --model ORG/NAME[@REV][:FILE] (the Hugging Face cache; --download fetches what it lacks) and/or single files (--diffusion-model, --vae, --clip-l, --t5xxl, --tokenizers). Writes a PNG with the
 // generation parameters in a tEXt chunk "parameters". A progress bar (stage, step k/N, elapsed, ETA) goes to
 // stderr, per-stage timings at the end. --stats-json FILE writes each stage's wall time and resident-memory peak
 // (model loading per component, text encoding, each denoising step, decoding) for bench/full_pipeline.sh.
@@ -20,6 +20,7 @@
 #include "base/system.h"
 #include "base/thread_pool.h"
 #include "cli/command.h"
+#include "cli/model_by_name.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "kernels/matmul.h"
@@ -50,6 +51,7 @@ struct GenerateOptions {
   std::vector<std::string> loras;  // --lora FILE[:STRENGTH], applied in this order
   bool lora_lenient = false;       // --lora-lenient
   std::string lora_mode = "auto";  // --lora-mode: auto, merge or runtime (parse_lora_mode)
+  bool download = false;           // --download: fetch a model named ORG/NAME that the cache lacks
 };
 
 std::string human_bytes(uint64_t b) {
@@ -207,6 +209,13 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given, 
   check_image_size(request.width, request.height);  // before loading anything
   if (o.threads > 0) set_default_threads(o.threads);
 
+  ModelPaths paths = o.paths;
+  if (has_model_name(paths)) {
+    hub::HubOptions hub_options = hub::HubOptions::from_environment();
+    hub_options.allow_download = o.download;
+    resolve_model_names(paths, hub_options, download_progress_bar(o.quiet));
+  }
+
   StatusLine status(o.quiet);
   StageStats stats(!o.stats_json.empty());
   stats.begin("load");
@@ -224,7 +233,7 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given, 
   load_options.lora_lenient = o.lora_lenient;
   load_options.lora_mode = parse_lora_mode(o.lora_mode);
   auto pipeline =
-      Pipeline::load(o.paths, load_options, [&](const std::string& component, uint64_t done, uint64_t total) {
+      Pipeline::load(paths, load_options, [&](const std::string& component, uint64_t done, uint64_t total) {
         if (component != loading && component != "done") stats.begin("load " + component);
         loading = component;
         const int pct = total ? static_cast<int>(100.0 * done / total) : 100;
@@ -309,7 +318,11 @@ int run_generate(const GenerateOptions& o, bool width_given, bool height_given, 
 const CommandRegistrar reg(
     {"generate", "generate an image from a prompt", [](CLI::App& sub) {
        auto o = std::make_shared<GenerateOptions>();
-       sub.add_option("--model", o->paths.model_dir, "model folder: diffusers layout or BFL single files");
+       sub.add_option("--model", o->paths.model_dir,
+                      "model folder (diffusers layout or BFL single files), or a name ORG/NAME[@REVISION][:FILE] "
+                      "looked up in the Hugging Face cache");
+       sub.add_flag("--download", o->download,
+                    "download a named model's missing files from the hub (HF_ENDPOINT, HF_TOKEN) into the cache");
        sub.add_option("--diffusion-model", o->paths.diffusion_model,
                       "transformer file (flux1-schnell/dev.safetensors, BFL names)");
        sub.add_option("--vae", o->paths.vae, "autoencoder file (ae.safetensors)");

@@ -1,5 +1,7 @@
 // `fluxcpp serve`: the HTTP server (DESIGN.md, "HTTP API"). Binds first (port 0 = any free port, printed as
-// "listening on http://HOST:PORT"), then loads the models in the background; /health answers throughout.
+// "listening on http://HOST:PORT"), then loads the models in the background; /health answers throughout. A model
+// named ORG/NAME is looked up in the Hugging Face cache first; with --allow-download its missing files are
+// downloaded by the engine's loader thread (/health: `downloading`).
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -8,6 +10,7 @@
 #include "base/log.h"
 #include "base/thread_pool.h"
 #include "cli/command.h"
+#include "cli/model_by_name.h"
 #include "engine/engine.h"
 #include "io/image.h"
 #include "io/image_resize.h"
@@ -33,6 +36,7 @@ struct ServeOptions {
   std::string precision = "auto";  // --precision: auto, f32, bf16 or int8 (kernels::parse_precision)
   std::string memory_budget;       // "8G", ... (parse_byte_size); "" = from MemAvailable
   bool lora_lenient = false;       // --lora-lenient (per-request adapters)
+  bool allow_download = false;     // --allow-download: fetch a named model on the loader thread
 };
 
 // The image scaled down (aspect kept) so that its longest side is at most `max_side` pixels.
@@ -62,6 +66,9 @@ int serve(const ServeOptions& o) {
     const auto listed = list_lora_dir(o.server.limits.lora_dir);  // throws naming the folder if unreadable
     log_info("lora: ", listed.size(), " adapter(s) in ", o.server.limits.lora_dir);
   }
+  ModelPaths paths = o.paths;
+  if (!o.allow_download && has_model_name(paths))  // from the cache alone: refused here, before the server starts
+    resolve_model_names(paths, hub::HubOptions::from_environment(), {});
   const uint64_t budget = o.memory_budget.empty() ? 0 : parse_byte_size("--memory-budget", o.memory_budget);
   // Refused here, before the server starts, rather than in the background load.
   const kernels::Precision precision = kernels::parse_precision(o.precision);
@@ -71,7 +78,7 @@ int serve(const ServeOptions& o) {
   // The default size is 1024x1024, or the largest square multiple of 16 within --max-pixels.
   while (static_cast<int64_t>(options.limits.default_width) * options.limits.default_height > options.limits.max_pixels)
     options.limits.default_width = options.limits.default_height = options.limits.default_width - 16;
-  return server::run_server(options, [&o, budget, precision] {
+  return server::run_server(options, [&o, paths, budget, precision] {
     EngineOptions e;
     e.queue_size = static_cast<size_t>(o.queue_size);
     e.result_ttl_s = o.result_ttl_s;
@@ -88,9 +95,22 @@ int serve(const ServeOptions& o) {
     load.memory_budget = budget;
     load.precision = precision;
     load.lora_lenient = o.lora_lenient;
-    const ModelPaths paths = o.paths;
+    // A model named ORG/NAME is resolved (and downloaded) on the loader thread: /health answers `downloading`
+    // meanwhile and a shutdown stops the transfer at its next progress report.
+    auto model = std::make_shared<ModelPaths>(paths);
+    if (has_model_name(*model)) {
+      hub::HubOptions hub_options = hub::HubOptions::from_environment();
+      hub_options.allow_download = true;
+      e.fetch = [model, hub_options](const DownloadStatusSink& sink) {
+        DownloadStatus last;  // an empty report (a metadata request under way) repeats the last one
+        resolve_model_names(*model, hub_options, [&sink, &last](const hub::DownloadProgress& p) {
+          if (!p.file.empty()) last = {p.file, p.bytes_done, p.bytes_total, p.bytes_per_s, p.file_index, p.n_files};
+          sink(last);  // throws Cancelled once the engine is shutting down
+        });
+      };
+    }
     return std::make_unique<Engine>(
-        [paths, load](const LoadProgress& progress) { return Pipeline::load(paths, load, progress); }, std::move(e));
+        [model, load](const LoadProgress& progress) { return Pipeline::load(*model, load, progress); }, std::move(e));
   });
 }
 
@@ -98,7 +118,12 @@ CommandRegistrar reg(
     {"serve", "HTTP server: OpenAI-compatible image generation, jobs with live progress, a web page",
      [](CLI::App& sub) {
        auto o = std::make_shared<ServeOptions>();
-       sub.add_option("--model", o->paths.model_dir, "diffusers model folder");
+       sub.add_option("--model", o->paths.model_dir,
+                      "diffusers model folder, or a name ORG/NAME[@REVISION][:FILE] looked up in the Hugging Face "
+                      "cache");
+       sub.add_flag("--allow-download", o->allow_download,
+                    "download a named model's missing files from the hub (HF_ENDPOINT, HF_TOKEN) in the background "
+                    "(/health reports `downloading` with bytes and rate)");
        sub.add_option("--diffusion-model", o->paths.diffusion_model, "transformer weights (flux1-*.safetensors)");
        sub.add_option("--vae", o->paths.vae, "autoencoder weights (ae.safetensors)");
        sub.add_option("--clip-l", o->paths.clip_l, "CLIP-L text encoder weights");

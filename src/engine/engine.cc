@@ -45,6 +45,8 @@ const char* load_state_name(LoadState s) {
       return "ready";
     case LoadState::error:
       return "error";
+    case LoadState::downloading:
+      return "downloading";
   }
   return "unknown";
 }
@@ -58,6 +60,7 @@ double LoadStatus::progress() const {
 Engine::Engine(PipelineFactory factory, EngineOptions options)
     : factory_(std::move(factory)), options_(std::move(options)), state_(options_.queue_size) {
   if (options_.n_threads >= 0) set_default_threads(options_.n_threads, /*low_priority=*/true);
+  if (options_.fetch) state_.load.state = LoadState::downloading;  // reported before the loader starts
   loader_ = std::thread([this] { load_thread(); });
   worker_ = std::thread([this] { work_thread(); });
 }
@@ -113,6 +116,15 @@ void Engine::load_thread() {
     state_.load.bytes_total = total;
   };
   try {
+    if (options_.fetch) {
+      options_.fetch([this](const DownloadStatus& d) {
+        std::lock_guard lock(mutex_);
+        if (state_.stopping) throw Cancelled();
+        state_.load.download = d;
+      });
+      std::lock_guard lock(mutex_);
+      state_.load.state = LoadState::loading;
+    }
     std::unique_ptr<Pipeline> pipeline = factory_(progress);
     FLUX_CHECK(pipeline != nullptr, "engine: the pipeline factory returned no pipeline");
     if (options_.warmup) {
@@ -300,7 +312,8 @@ std::string Engine::submit(GenerateRequest request) {
     if (state_.stopping) throw NotReady("the server is shutting down");
     if (state_.load.state == LoadState::error)
       throw NotReady(str_cat("the models failed to load: ", state_.load.error));
-    if (state_.load.state == LoadState::loading && !options_.queue_while_loading)
+    if ((state_.load.state == LoadState::loading || state_.load.state == LoadState::downloading) &&
+        !options_.queue_while_loading)
       throw NotReady(str_cat("the models are still loading (", static_cast<int>(state_.load.progress() * 100), "%)"));
     pipeline = state_.pipeline.get();
   }

@@ -35,6 +35,17 @@ using Post = std::function<void(std::function<void()>)>;
 using EventHandler = std::function<void(std::shared_ptr<const JobEvent>)>;
 using ImageEncoder = std::function<std::vector<uint8_t>(const Image&)>;
 
+// One file of a download in progress (EngineOptions::fetch).
+struct DownloadStatus {
+  std::string file;  // being downloaded
+  uint64_t bytes_done = 0;
+  uint64_t bytes_total = 0;
+  double bytes_per_s = 0;
+  size_t file_index = 0;  // 0-based, of n_files to download
+  size_t n_files = 0;
+};
+using DownloadStatusSink = std::function<void(const DownloadStatus&)>;
+
 struct EngineOptions {
   static GenerateRequest small_request() {
     GenerateRequest r;
@@ -52,9 +63,13 @@ struct EngineOptions {
   GenerateRequest warmup_request = small_request();  // what the warm-up generates
   ImageEncoder encoder;                              // when set: results and previews are encoded on the compute thread
   ImageEncoder thumbnail_encoder;                    // when set: JobResult::thumbnail, made on the compute thread
+  // When set: runs on the loader thread before the factory (e.g. downloads the model files by name), reporting
+  // through its sink (state `downloading`); the sink throws Cancelled once the engine is shutting down.
+  std::function<void(const DownloadStatusSink&)> fetch;
 };
 
-enum class LoadState { loading, ready, error };
+// downloading: EngineOptions::fetch runs (model files come from the network), then loading.
+enum class LoadState { loading, ready, error, downloading };
 const char* load_state_name(LoadState s);
 
 struct LoadStatus {
@@ -67,6 +82,7 @@ struct LoadStatus {
   std::string model;        // Pipeline::describe() once loaded
   std::optional<Variant> variant;
   double load_s = 0;  // time to load (and warm up)
+  std::optional<DownloadStatus> download;  // the latest download report (kept after the download ends)
 };
 
 struct EngineStats {

@@ -54,7 +54,7 @@ std::string Metrics::render(const EngineStats& stats, const LoadStatus& load) co
       << "flux_step_duration_seconds_sum " << stats.step_seconds_sum << "\n"
       << "flux_step_duration_seconds_count " << stats.steps << "\n"
       << "# HELP flux_model_load_state 1 for the current load state.\n# TYPE flux_model_load_state gauge\n";
-  for (LoadState s : {LoadState::loading, LoadState::ready, LoadState::error})
+  for (LoadState s : {LoadState::downloading, LoadState::loading, LoadState::ready, LoadState::error})
     out << "flux_model_load_state{state=\"" << load_state_name(s) << "\"} " << (load.state == s ? 1 : 0) << "\n";
   out << "# HELP flux_model_load_progress Fraction of the model bytes loaded.\n# TYPE flux_model_load_progress gauge\n"
       << "flux_model_load_progress " << load.progress() << "\n";

@@ -50,6 +50,13 @@ Response health(const ServerContext& c) {
             {"uptime_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - c.started).count()}};
   if (load.state == LoadState::ready) j["model"] = load.model;
   if (load.state == LoadState::error) j["error"] = load.error;
+  if (load.download)  // a model fetched by name (serve --allow-download): the latest file's transfer
+    j["download"] = {{"file", load.download->file},
+                     {"bytes_done", load.download->bytes_done},
+                     {"bytes_total", load.download->bytes_total},
+                     {"bytes_per_s", load.download->bytes_per_s},
+                     {"file_index", load.download->file_index},
+                     {"n_files", load.download->n_files}};
   const MemoryStatus memory = c.engine.memory_status();
   if (!memory.plan.empty())
     j["memory"] = {{"budget", memory.budget},         {"plan", memory.plan},
