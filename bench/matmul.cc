@@ -9,13 +9,15 @@
 // FLUX and T5 shapes, with the machine's int8 peak probed at start; "step" the products of whole passes: one
 // FLUX denoising step at 512x512 (19 double blocks, image stream M = 1024 and text M = 256, and 38 single
 // blocks, M = 1280) and the T5-XXL encode at 256 and 512 tokens, each distinct shape timed once per stored form
-// per call and as bf16 prepacked, summed with its count per pass)
+// per call and as bf16 prepacked, summed with its count per pass; "stored [M...] [KxN...] [widened]" the
+// stored-form GEMM against bf16 prepacked, bench_stored_gemm)
 #include "kernels/matmul.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <dnnl.hpp>
 #include <functional>
 #include <random>
@@ -268,20 +270,48 @@ void bench_int8(int reps) {
 
 }  // namespace
 
+// Wall and process CPU seconds of fn, each the best of `reps` runs after a warm-up. CPU time (all threads) leaves
+// out the time other processes hold the cores, so its ratios stay readable on a shared machine.
+struct WallCpu {
+  double wall = 1e30, cpu = 1e30;
+};
+WallCpu best_wall_cpu(int reps, const std::function<void()>& fn) {
+  auto cpu_now = [] {
+    timespec t{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return double(t.tv_sec) + double(t.tv_nsec) * 1e-9;
+  };
+  fn();
+  WallCpu best;
+  for (int r = 0; r < reps; ++r) {
+    const double c0 = cpu_now();
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    best.wall = std::min(best.wall, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    best.cpu = std::min(best.cpu, cpu_now() - c0);
+  }
+  return best;
+}
+
 // The stored-form GEMM per weight form, per call, against the bf16 weight prepacked (oneDNN): GFLOP/s, % of
-// the bf16 dot peak and the ratio; "widened" rows are the per-call path it replaced (panels widened to bf16,
-// then oneDNN). "bf16 via stored GEMM" runs the kernel on a bf16 weight: its tiles are plain copies, so that
-// row is the microkernel's own rate.
-void bench_stored_gemm(int reps, const std::vector<int64_t>& ms) {
+// the bf16 dot peak and the ratio, by wall time and by CPU time. "bf16 via stored GEMM" runs the kernel on a bf16
+// weight (x already bf16): its tiles are plain copies, so that row is the microkernel's own rate. From M = 2048
+// Linear's per_call path packs blocked panels for oneDNN instead (linear.cc's kBlockedFromM); the "stored GEMM"
+// rows lift that threshold, so they time this kernel at every M, and "blocked" rows time the path Linear takes
+// there. "widened" rows (with `widened`) are the per-call path the kernel replaced below that M: panels widened
+// to bf16, then oneDNN.
+struct StoredBenchShape {
+  int64_t k, n;
+};
+void bench_stored_gemm(int reps, const std::vector<int64_t>& ms, std::vector<StoredBenchShape> shapes, bool widened) {
   // vdpbf16ps does 32 multiply-adds per instruction, vpdpbusd 64, at the same issue rate on Zen 4 and Intel.
   const double peak = cpu_features().avx512_vnni ? kernels::detail::avx512::int8_vnni_peak_ops() / 2 : 0.0;
   std::printf("bf16 dot peak (half the probed vpdpbusd rate): %.1f GFLOP/s\n", peak * 1e-9);
-  struct KN {
-    int64_t k, n;
-  };
-  const KN shapes[] = {{3072, 3072},  {3072, 12288}, {12288, 3072}, {4096, 10240},
-                       {10240, 4096}, {3072, 9216},  {15360, 3072}};
-  for (const KN& s : shapes) {
+  if (shapes.empty()) {  // FLUX (double and single blocks), then T5-XXL
+    shapes = {{3072, 3072},  {3072, 12288}, {12288, 3072}, {3072, 9216},
+              {15360, 3072}, {4096, 4096},  {4096, 10240}, {10240, 4096}};
+  }
+  for (const StoredBenchShape& s : shapes) {
     const std::vector<float> w_values = random_vector(size_t(s.n * s.k), 2);
     const Tensor w32 = Tensor::from_f32({s.n, s.k}, w_values);
     const Tensor bias = Tensor::from_f32({s.n}, random_vector(size_t(s.n), 3));
@@ -297,15 +327,16 @@ void bench_stored_gemm(int reps, const std::vector<int64_t>& ms) {
                   static_cast<long long>(s.k), static_cast<long long>(s.n), flop * 1e-9);
       const std::vector<float> x = random_vector(size_t(m * s.k), 1);
       std::vector<float> y(size_t(m * s.n));
-      double base = 0;
-      auto line = [&](const std::string& name, double t) {
-        if (base == 0) base = t;
-        std::printf("  %-30s %8.1f ms %7.1f GFLOP/s %5.1f%% of peak   x%.3f of bf16 prepacked\n", name.c_str(), t * 1e3,
-                    flop / t * 1e-9, peak > 0 ? 100.0 * flop / t / peak : 0.0, base / t);
+      WallCpu base;
+      auto line = [&](const std::string& name, WallCpu t) {
+        if (base.wall == 1e30) base = t;
+        std::printf("  %-30s %8.1f ms %7.1f GFLOP/s %5.1f%% of peak   x%.3f of bf16 prepacked (cpu time x%.3f)\n",
+                    name.c_str(), t.wall * 1e3, flop / t.wall * 1e-9, peak > 0 ? 100.0 * flop / t.wall / peak : 0.0,
+                    base.wall / t.wall, base.cpu / t.cpu);
       };
       auto time = [&](const Tensor& w, kernels::WeightMode mode) {
         const kernels::Linear lin(w, bias, mode);
-        return best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); });
+        return best_wall_cpu(reps, [&] { lin.forward(x.data(), m, y.data()); });
       };
       line("bf16 prepacked (oneDNN)", time(w16, kernels::WeightMode::prepacked));
       {
@@ -314,10 +345,14 @@ void bench_stored_gemm(int reps, const std::vector<int64_t>& ms) {
         kernels::detail::StoredGemm g;
         g.dtype = DType::bf16, g.w = w16.raw(), g.n = s.n, g.k = s.k;
         g.x = xb.data(), g.m = m, g.bias = bias.data<float>(), g.y = y.data();
-        line("bf16 via stored GEMM", best_seconds(reps, [&] { kernels::detail::gemm_stored_bf16(g); }));
+        line("bf16 via stored GEMM", best_wall_cpu(reps, [&] { kernels::detail::gemm_stored_bf16(g); }));
       }
       for (const auto& [name, w] : forms) {
+        kernels::detail::set_linear_blocked_from_m(m + 1);
         line(std::string(name) + " per_call stored GEMM", time(w, kernels::WeightMode::per_call));
+        kernels::detail::set_linear_blocked_from_m(0);
+        if (m >= 2048) line(std::string(name) + " per_call blocked", time(w, kernels::WeightMode::per_call));
+        if (!widened) continue;
         kernels::detail::set_linear_stored_gemm(false);
         line(std::string(name) + " per_call widened", time(w, kernels::WeightMode::per_call));
         kernels::detail::set_linear_stored_gemm(true);
@@ -344,10 +379,22 @@ int main(int argc, char** argv) {
   if (argc > 2 && std::string(argv[2]) == "stored") {
     std::printf("bench_matmul stored: %d threads, isa %s; products in %s; best of %d after a warm-up\n",
                 hardware_threads(), isa_name(isa_level()), dtype_name(kernels::linear_compute_dtype()), reps);
+    // Arguments after "stored": row counts M, shapes KxN (e.g. 3072x12288) and `widened`, in any order.
     std::vector<int64_t> ms;
-    for (int i = 3; i < argc; ++i) ms.push_back(std::atoll(argv[i]));
-    if (ms.empty()) ms = {256, 512, 1280, 2048};
-    bench_stored_gemm(reps, ms);
+    std::vector<StoredBenchShape> shapes;
+    bool widened = false;
+    for (int i = 3; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "widened") {
+        widened = true;
+      } else if (const size_t x = a.find('x'); x != std::string::npos) {
+        shapes.push_back({std::atoll(a.c_str()), std::atoll(a.c_str() + x + 1)});
+      } else {
+        ms.push_back(std::atoll(a.c_str()));
+      }
+    }
+    if (ms.empty()) ms = {256, 512, 1280, 4608};
+    bench_stored_gemm(reps, ms, shapes, widened);
     return 0;
   }
   if (argc > 2 && std::string(argv[2]) == "int8") {

@@ -2,9 +2,11 @@
 // 16 x 16 transposes (linear_pack_avx512.cc: straight from the stored rows for f16, f8, bf16, f32, q8_0 and
 // q4_K; the other block types through dequantize_row into a 16-row f32 buffer), then a 6 x 64 microkernel
 // (24 zmm accumulators, 4 tile loads and 6 broadcasts of x per pair of K), with the next tile's stored bytes
-// prefetched a slice per microkernel call, and the next block's rows of x and y a block ahead (without the y
-// prefetch, M = 1280 ran at 0.83x of oneDNN's bf16 product instead of 0.98x on one Zen 4 core: y's block no
-// longer fits in L2 next to the tile).
+// prefetched a slice per microkernel call, and the next block's rows of y a block ahead.
+// Measured on one Zen 4 core against oneDNN's bf16 product (process CPU time, so other load does not count):
+// software prefetch of x's next rows (up to 6 x 8 KB a block ahead) cost 2-4% at every M against leaving them
+// to the hardware prefetcher (M = 4608: 0.96x with, 0.99x without); a 7 x 64 kernel (all 32 zmm, x pairs as
+// embedded broadcasts in inline assembly) measured the same as this one, within the noise.
 // Reached only when cpu_features() has AVX-512 and AVX512_BF16.
 // g++ 12 flags the intrinsics' own `_mm512_undefined_epi32()` pass-through as uninitialized once inlined here.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -48,29 +50,37 @@ void tile_group(const StoredGemm& g, int64_t n_first, int64_t r_valid, int64_t k
         break;
     }
   }
-  alignas(64) float buf[16 * kStoredKc];
-  if (g.dtype == DType::bf16) {
-    auto* units = reinterpret_cast<uint32_t*>(buf);
+  // In chunks of kChunk elements (whole blocks of every type), so the buffer stays 64 KB of stack.
+  constexpr int64_t kChunk = 1024;
+  alignas(64) float buf[16 * kChunk];
+  for (int64_t e0 = 0; e0 < kc; e0 += kChunk) {
+    const int64_t ec = std::min(kChunk, kc - e0);
+    const uint8_t* src = base + dtype_nbytes(g.dtype, e0);
+    uint32_t* dst = out + e0 / 2 * kStoredNr;
+    if (g.dtype == DType::bf16) {
+      auto* units = reinterpret_cast<uint32_t*>(buf);
+      for (int64_t r = 0; r < 16; ++r) {
+        if (r < r_valid) {
+          std::memcpy(units + r * ec / 2, src + r * row_bytes, static_cast<size_t>(ec) * 2);
+        } else {
+          std::memset(units + r * ec / 2, 0, static_cast<size_t>(ec) * 2);
+        }
+      }
+      pack_tile(units, ec / 2, 16, 1, ec / 2, kStoredNr, 0, dst);
+      continue;
+    }
     for (int64_t r = 0; r < 16; ++r) {
-      if (r < r_valid) {
-        std::memcpy(units + r * ku, base + r * row_bytes, static_cast<size_t>(kc) * 2);
+      float* row = buf + r * ec;
+      if (r >= r_valid) {
+        std::memset(row, 0, static_cast<size_t>(ec) * sizeof(float));
+      } else if (is_quantized(g.dtype)) {
+        dequantize_row(g.dtype, src + r * row_bytes, row, ec);
       } else {
-        std::memset(units + r * ku, 0, static_cast<size_t>(kc) * 2);
+        convert_to_f32(g.dtype, src + r * row_bytes, row, static_cast<size_t>(ec));
       }
     }
-    return pack_tile(units, ku, 16, 1, ku, kStoredNr, 0, out);
+    pack_tile_bf16(buf, ec, 16, 1, ec / 2, kStoredNr, 0, dst);
   }
-  for (int64_t r = 0; r < 16; ++r) {
-    float* row = buf + r * kc;
-    if (r >= r_valid) {
-      std::memset(row, 0, static_cast<size_t>(kc) * sizeof(float));
-    } else if (is_quantized(g.dtype)) {
-      dequantize_row(g.dtype, base + r * row_bytes, row, kc);
-    } else {
-      convert_to_f32(g.dtype, base + r * row_bytes, row, static_cast<size_t>(kc));
-    }
-  }
-  pack_tile_bf16(buf, kc, 16, 1, ku, kStoredNr, 0, out);
 }
 
 inline __m512bh as_bh(__m512i v) { return reinterpret_cast<const __m512bh&>(v); }
@@ -145,10 +155,10 @@ void dequantize_tile(const StoredGemm& g, int64_t n0, int64_t rows, int64_t k0, 
   }
 }
 
-void gemm_block(const StoredGemm& g, int64_t n0, int64_t nc, int64_t next_n0, uint32_t* tile) {
+void gemm_block(const StoredGemm& g, StoredBlocking b, int64_t n0, int64_t nc, int64_t next_n0, uint32_t* tile) {
   const int64_t n_sub = (nc + kStoredNr - 1) / kStoredNr;
-  __mmask16 mask[kStoredNc / kStoredNr][4];
-  __m512 init[kStoredNc / kStoredNr][4];
+  __mmask16 mask[kStoredNcMax / kStoredNr][4];
+  __m512 init[kStoredNcMax / kStoredNr][4];
   for (int64_t s = 0; s < n_sub; ++s) {
     for (int q = 0; q < 4; ++q) {
       const int64_t valid = std::clamp<int64_t>(nc - s * kStoredNr - 16 * q, 0, 16);
@@ -157,28 +167,24 @@ void gemm_block(const StoredGemm& g, int64_t n0, int64_t nc, int64_t next_n0, ui
           g.bias ? _mm512_maskz_loadu_ps(mask[s][q], g.bias + n0 + s * kStoredNr + 16 * q) : _mm512_setzero_ps();
     }
   }
-  // The next tile's prefetches go out a few at a time after every microkernel call (at M = 256 a row block's
-  // worth is some 200 lines; spreading them 4x thinner measured the same, within the noise, and keeps fewer
-  // misses in flight at once).
+  // The next tile's prefetches go out a few at a time after every microkernel call (at M = 256 and K = 3072,
+  // some 80 lines a call), so they overlap the products without many misses in flight at once.
   const int64_t m_steps = (g.m + kMr - 1) / kMr * n_sub;
-  for (int64_t k0 = 0; k0 < g.k; k0 += kStoredKc) {
-    const int64_t kc = std::min(kStoredKc, g.k - k0), pairs = kc / 2;
+  for (int64_t k0 = 0; k0 < g.k; k0 += b.kc) {
+    const int64_t kc = std::min(b.kc, g.k - k0), pairs = kc / 2;
     dequantize_tile(g, n0, nc, k0, kc, tile);
     const bool last = k0 + kc >= g.k;
-    Prefetcher next = !last         ? Prefetcher(g, n0, nc, k0 + kc, std::min(kStoredKc, g.k - k0 - kc), m_steps)
-                      : next_n0 < 0 ? Prefetcher(g, 0, 0, 0, 0, m_steps)
-                                    : Prefetcher(g, next_n0, std::min(kStoredNc, g.n - next_n0), 0,
-                                                 std::min(kStoredKc, g.k), m_steps);
+    Prefetcher next = !last ? Prefetcher(g, n0, nc, k0 + kc, std::min(b.kc, g.k - k0 - kc), m_steps)
+                      : next_n0 < 0
+                          ? Prefetcher(g, 0, 0, 0, 0, m_steps)
+                          : Prefetcher(g, next_n0, std::min(b.nc, g.n - next_n0), 0, std::min(b.kc, g.k), m_steps);
     for (int64_t m0 = 0; m0 < g.m; m0 += kMr) {
       const Micro run = kMicro[std::min<int64_t>(kMr, g.m - m0)];
-      // The next row block's x and (after the first K-block) y: short runs, 6 rows apart, that the hardware
-      // prefetcher does not catch, and which no longer fit in L2 next to the tile once M is large.
-      for (int64_t r = m0 + kMr; r < std::min(g.m, m0 + 2 * kMr); ++r) {
-        const char* row = reinterpret_cast<const char*>(g.x + r * g.k + k0);
-        for (int64_t b = 0; b < kc * 2; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
-        if (k0 == 0) continue;
+      // After the first K-block, the next row block's y (short runs, 6 rows apart, that the hardware prefetcher
+      // does not catch). x's rows are long runs it does catch.
+      for (int64_t r = m0 + kMr; k0 > 0 && r < std::min(g.m, m0 + 2 * kMr); ++r) {
         const char* out = reinterpret_cast<const char*>(g.y + r * g.n + n0);
-        for (int64_t b = 0; b < nc * 4; b += 64) _mm_prefetch(out + b, _MM_HINT_T0);
+        for (int64_t off = 0; off < nc * 4; off += 64) _mm_prefetch(out + off, _MM_HINT_T0);
       }
       for (int64_t s = 0; s < n_sub; ++s) {
         run(g.x + m0 * g.k + k0, g.k, tile + s * pairs * kStoredNr, pairs, g.y + m0 * g.n + n0 + s * kStoredNr, g.n,

@@ -24,9 +24,10 @@
 namespace flux::test {
 namespace {
 
-using kernels::detail::kStoredKc;
-using kernels::detail::kStoredNc;
+using kernels::detail::kStoredMaxRows;
 using kernels::detail::kStoredNr;
+using kernels::detail::kStoredTileUnits;
+using kernels::detail::StoredBlocking;
 using kernels::detail::StoredGemm;
 
 const DType kStoredTypes[] = {DType::f32,  DType::bf16, DType::f16,  DType::f8_e4m3, DType::q4_0,
@@ -77,9 +78,10 @@ std::vector<uint16_t> reference_row_bf16(const Tensor& w, int64_t r) {
   return out;
 }
 
-// K values: one tile, a tile and a part, several tiles; each a multiple of 32 and of the block size.
+// K values: one tile, a tile and a part (of the wide blocking's 1024), several tiles; each a multiple of 32 and
+// of the block size.
 std::vector<int64_t> awkward_k(DType dtype) {
-  if (dtype_block_size(dtype) == 256) return {256, 768};
+  if (dtype_block_size(dtype) == 256) return {256, 768, 1280};
   return {64, 96, 1184};
 }
 
@@ -92,10 +94,26 @@ StoredGemm gemm_of(const Tensor& w) {
   return g;
 }
 
+// The tiles: 64 features, K in near-equal blocks of at most 4096 (whole 256-element groups, or all of K), no
+// more blocks than needed, every tile within kStoredTileUnits.
+TEST(GemmStored, Blocking) {
+  for (int64_t k : {int64_t{32}, int64_t{1184}, int64_t{4096}, int64_t{4128}, int64_t{10240}, int64_t{15360}}) {
+    const StoredBlocking b = kernels::detail::stored_blocking(k);
+    SCOPED_TRACE("k " + std::to_string(k));
+    EXPECT_EQ(b.nc, kStoredNr);
+    EXPECT_LE(b.kc, 4096);
+    EXPECT_TRUE(b.kc == k || b.kc % 256 == 0) << b.kc;
+    EXPECT_EQ((k + b.kc - 1) / b.kc, (k + 4095) / 4096) << b.kc;
+    EXPECT_LE(b.nc * b.kc / 2, kStoredTileUnits);
+  }
+  EXPECT_EQ(kernels::detail::stored_blocking(10240).kc, 3584);  // 3584 + 3584 + 3072
+  EXPECT_EQ(kernels::detail::stored_blocking(1184).kc, 1184);
+}
+
 TEST(GemmStored, TileEqualsDequantizersBitwise) {
   for (DType dtype : kStoredTypes) {
     for (int64_t k : awkward_k(dtype)) {
-      // 300 = a full task of 256 features, then 44 (a partial sub-tile of 64 and a partial group of 16).
+      // 300 = full tiles, then 44 features (a partial sub-tile of 64 and a partial group of 16).
       const int64_t n = 300;
       const Tensor w = make_weight(dtype, n, k, 5, dtype == DType::f16 || dtype == DType::f8_e4m3);
       const StoredGemm g = gemm_of(w);
@@ -103,26 +121,30 @@ TEST(GemmStored, TileEqualsDequantizersBitwise) {
       for_each_isa([&](IsaLevel) {
         std::vector<std::vector<uint16_t>> want(static_cast<size_t>(n));
         for (int64_t r = 0; r < n; ++r) want[size_t(r)] = reference_row_bf16(w, r);
-        std::vector<uint32_t> tile(size_t(kStoredNc * kStoredKc / 2));
+        std::vector<uint32_t> tile(static_cast<size_t>(kStoredTileUnits));
         int bad = 0;
-        for (int64_t n0 = 0; n0 < n; n0 += kStoredNc) {
-          const int64_t rows = std::min(kStoredNc, n - n0);
-          for (int64_t k0 = 0; k0 < k; k0 += kStoredKc) {
-            const int64_t kc = std::min(kStoredKc, k - k0), pairs = kc / 2;
-            std::fill(tile.begin(), tile.end(), 0xdeadbeefu);  // unwritten units show
-            kernels::detail::dequantize_stored_tile(g, n0, rows, k0, kc, tile.data());
-            const int64_t padded = (rows + kStoredNr - 1) / kStoredNr * kStoredNr;
-            for (int64_t r = 0; r < padded; ++r) {
-              for (int64_t p = 0; p < pairs; ++p) {
-                const uint32_t got = tile[size_t((r / kStoredNr * pairs + p) * kStoredNr + r % kStoredNr)];
-                uint32_t expect = 0;
-                if (r < rows) {
-                  const auto& row = want[size_t(n0 + r)];
-                  expect = row[size_t(k0 + 2 * p)] | uint32_t{row[size_t(k0 + 2 * p + 1)]} << 16;
-                }
-                if (got != expect && bad++ < 3) {
-                  ADD_FAILURE() << "feature " << n0 + r << " pair " << (k0 / 2 + p) << ": " << std::hex << got << " vs "
-                                << expect;
+        // The product's tiles, and tiles of 4 sub-tiles (256 x 1024 where K allows).
+        for (const StoredBlocking b :
+             {kernels::detail::stored_blocking(k), StoredBlocking{256, std::min<int64_t>(k, 1024)}}) {
+          for (int64_t n0 = 0; n0 < n; n0 += b.nc) {
+            const int64_t rows = std::min(b.nc, n - n0);
+            for (int64_t k0 = 0; k0 < k; k0 += b.kc) {
+              const int64_t kc = std::min(b.kc, k - k0), pairs = kc / 2;
+              std::fill(tile.begin(), tile.end(), 0xdeadbeefu);  // unwritten units show
+              kernels::detail::dequantize_stored_tile(g, n0, rows, k0, kc, tile.data());
+              const int64_t padded = (rows + kStoredNr - 1) / kStoredNr * kStoredNr;
+              for (int64_t r = 0; r < padded; ++r) {
+                for (int64_t p = 0; p < pairs; ++p) {
+                  const uint32_t got = tile[size_t((r / kStoredNr * pairs + p) * kStoredNr + r % kStoredNr)];
+                  uint32_t expect = 0;
+                  if (r < rows) {
+                    const auto& row = want[size_t(n0 + r)];
+                    expect = row[size_t(k0 + 2 * p)] | uint32_t{row[size_t(k0 + 2 * p + 1)]} << 16;
+                  }
+                  if (got != expect && bad++ < 3) {
+                    ADD_FAILURE() << "feature " << n0 + r << " pair " << (k0 / 2 + p) << ": " << std::hex << got
+                                  << " vs " << expect;
+                  }
                 }
               }
             }
@@ -131,6 +153,30 @@ TEST(GemmStored, TileEqualsDequantizersBitwise) {
         EXPECT_EQ(bad, 0);
       });
     }
+  }
+}
+
+// A tile of 4096 elements goes through the AVX-512 fallback (block types other than q8_0 / q4_K) in chunks:
+// the chunk boundaries land where they should.
+TEST(GemmStored, LongTileBitwise) {
+  for (DType dtype : {DType::q5_K, DType::q4_0, DType::bf16}) {
+    const int64_t n = 40, k = 4096;
+    const Tensor w = make_weight(dtype, n, k, 11);
+    const StoredGemm g = gemm_of(w);
+    SCOPED_TRACE(dtype_name(dtype));
+    for_each_isa([&](IsaLevel) {
+      std::vector<uint32_t> tile(static_cast<size_t>(kStoredTileUnits), 0xdeadbeefu);
+      kernels::detail::dequantize_stored_tile(g, 0, n, 0, k, tile.data());
+      int bad = 0;
+      for (int64_t r = 0; r < kStoredNr; ++r) {
+        const auto row = r < n ? reference_row_bf16(w, r) : std::vector<uint16_t>(size_t(k), 0);
+        for (int64_t p = 0; p < k / 2; ++p) {
+          const uint32_t expect = row[size_t(2 * p)] | uint32_t{row[size_t(2 * p + 1)]} << 16;
+          if (tile[size_t(p * kStoredNr + r)] != expect && bad++ < 3) ADD_FAILURE() << "feature " << r << " pair " << p;
+        }
+      }
+      EXPECT_EQ(bad, 0);
+    });
   }
 }
 
@@ -172,7 +218,7 @@ void check_product(DType dtype, int64_t m, int64_t n, int64_t k, bool with_bias)
 }
 
 // Every stored form on rows that do not fill a 6-row block (1, 7, 33) and features that do not fill a 64-wide
-// sub-tile or a 256-wide task (70, 300).
+// sub-tile (70, 300).
 TEST(GemmStored, ProductWithinSumRounding) {
   for (DType dtype : kStoredTypes) {
     const auto ks = awkward_k(dtype);
@@ -182,12 +228,14 @@ TEST(GemmStored, ProductWithinSumRounding) {
   }
 }
 
-// Larger M (257 = 42 full blocks of 6 and a 5-row tail, many prefetch steps) and K up to 4096.
+// Larger M (257 = 42 full blocks of 6 and a 5-row tail, many prefetch steps; 1031 = two passes of 515 rows) and
+// K up to 5120 (two K-blocks of 2560).
 TEST(GemmStored, ProductLargeShapes) {
   for (DType dtype : {DType::q8_0, DType::q4_K, DType::f16, DType::f8_e4m3}) {
     check_product(dtype, 257, 130, 512, true);
-    check_product(dtype, 7, 65, 4096, false);
+    check_product(dtype, 7, 65, 5120, false);
   }
+  for (DType dtype : {DType::q8_0, DType::q4_K}) check_product(dtype, kStoredMaxRows + 7, 130, 1280, true);
 }
 
 // A weight whose K the kernel cannot take is refused by name, not read out of bounds.
