@@ -241,10 +241,10 @@ void set_default_precision(Precision p) {
 }
 Precision default_precision() { return g_default_precision.load(); }
 
-DType linear_compute_dtype() {
-  const Precision p = default_precision();
+DType linear_compute_dtype(Precision p) {
   return p == Precision::automatic ? automatic_compute_dtype() : compute_dtype_for(p, DType::bf16);
 }
+DType linear_compute_dtype() { return linear_compute_dtype(default_precision()); }
 
 Linear::Linear() = default;
 Linear::~Linear() = default;

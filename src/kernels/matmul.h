@@ -84,6 +84,8 @@ class Linear {
 // A model whose products run in bf16 this way also runs attention's two products in bf16 (FLUX's transformer:
 // AttentionParams::bf16, kernels/attention.h); FLUX_ATTENTION_BF16=0 keeps attention in f32 (read per call).
 DType linear_compute_dtype();
+// The same for a Linear of precision p (e.g. the layers that never run in int8: models/nn.h).
+DType linear_compute_dtype(Precision p);
 
 // Plain twin: y[m, n] = sum_k x[m, k] * w[n, k] + bias[n], all f32; bias may be null.
 void matmul_reference(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t k, int64_t n);

@@ -18,6 +18,7 @@
 #include "models/autoencoder.h"
 #include "models/clip_text.h"
 #include "models/flux.h"
+#include "models/nn.h"
 #include "models/t5_encoder.h"
 #include "pipeline/img2img.h"
 #include "pipeline/loras.h"
@@ -385,19 +386,20 @@ class FluxPipeline final : public Pipeline {
 
 std::string config_or_file(const ComponentFiles& c) { return c.config.empty() ? c.weights : c.config; }
 
-// Bytes every float weight would take prepacked: its element count times the product dtype's size.
-uint64_t packed_weight_bytes(std::initializer_list<const WeightStore*> stores) {
-  const DType compute = kernels::linear_compute_dtype();
+// Bytes every float weight of a component would take prepacked: its element count times the size of the dtype
+// its products run in: the precision's for the transformer, and for the other components the one they use under
+// int8 too (models/nn.h: only the transformer's blocks multiply in int8).
+uint64_t packed_weight_bytes(const WeightStore& store, Component c) {
+  const DType compute = c == Component::transformer ? kernels::linear_compute_dtype()
+                                                    : kernels::linear_compute_dtype(nn::precision_without_int8());
   const uint64_t narrow = compute == DType::f32 ? 4 : compute == DType::i8 ? 1 : 2;
   uint64_t bytes = 0;
-  for (const WeightStore* store : stores) {
-    for (const std::string& name : store->names()) {
-      const Tensor t = store->get(name);
-      // Quantized weights are dequantized into the compute dtype when packed, like 16/8-bit floats.
-      if (!is_float(t.dtype()) && !is_quantized(t.dtype())) continue;
-      const uint64_t n = static_cast<uint64_t>(t.numel());
-      bytes += n * (t.dtype() == DType::f32 || t.dtype() == DType::f64 ? 4 : narrow);
-    }
+  for (const std::string& name : store.names()) {
+    const Tensor t = store.get(name);
+    // Quantized weights are dequantized into the compute dtype when packed, like 16/8-bit floats.
+    if (!is_float(t.dtype()) && !is_quantized(t.dtype())) continue;
+    const uint64_t n = static_cast<uint64_t>(t.numel());
+    bytes += n * (t.dtype() == DType::f32 || t.dtype() == DType::f64 ? 4 : narrow);
   }
   return bytes;
 }
@@ -458,7 +460,9 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   // Memory policy: prepacked weights are copies in the product's dtype (16-bit weights widen to f32 where
   // the CPU's bf16 product is slow); per_call reads the mapped storage each time (one panel of scratch). Then
   // the residency plan (residency.h) from the budget, the sizes and each stage's working set.
-  const uint64_t packed = packed_weight_bytes({&t5_store, &clip_store, &flux_store, &ae_store});
+  const uint64_t packed =
+      packed_weight_bytes(t5_store, Component::t5) + packed_weight_bytes(clip_store, Component::clip) +
+      packed_weight_bytes(flux_store, Component::transformer) + packed_weight_bytes(ae_store, Component::vae);
   const MemoryAvailable avail = memory_available();  // MemAvailable, or less in a memory cgroup
   const uint64_t available = avail.bytes;
   MemoryPolicy memory;
@@ -471,8 +475,11 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   memory.vae_tile = options.vae_tile;
   // Each component's size both ways (residency.h, bytes_under): its files, read per call, or its packed copies
   // (a prepacked Linear releases the file pages it copied; what else stays mapped is measured after binding).
-  auto sizes_of = [&](const WeightStore& store) { return ComponentBytes{files_bytes(store), packed_weight_bytes({&store})}; };
-  const ModelBytes sizes{sizes_of(clip_store), sizes_of(t5_store), sizes_of(flux_store), sizes_of(ae_store)};
+  auto sizes_of = [&](const WeightStore& store, Component c) {
+    return ComponentBytes{files_bytes(store), packed_weight_bytes(store, c)};
+  };
+  const ModelBytes sizes{sizes_of(clip_store, Component::clip), sizes_of(t5_store, Component::t5),
+                         sizes_of(flux_store, Component::transformer), sizes_of(ae_store, Component::vae)};
   memory.shapes.clip_hidden = clip_cfg.hidden_size;
   memory.shapes.clip_intermediate = clip_cfg.intermediate_size;
   memory.shapes.clip_heads = clip_cfg.num_attention_heads;
