@@ -121,4 +121,13 @@ void expect_u8(const std::string& what, const Image& img, const Tensor& want) {
   EXPECT_LE(d.n_diff, d.n_total / 100) << what;
 }
 
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace flux::test

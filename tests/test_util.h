@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <optional>
 #include <random>
 #include <string>
@@ -80,5 +81,8 @@ class ScopedEnv {
   const char* name_;
   std::optional<std::string> old_;
 };
+
+// What f throws as flux::Error (its message), or "" when it throws nothing.
+std::string error_of(const std::function<void()>& f);
 
 }  // namespace flux::test

@@ -21,15 +21,6 @@ using namespace std::chrono_literals;
 
 const std::string kRepo = "test-org/FLUX.1-tiny";
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // Sizes of the files the pipeline needs that the mock serves as LFS (the bytes a download transfers from /lfs/).
 uint64_t lfs_bytes_needed() {
   uint64_t n = 0;

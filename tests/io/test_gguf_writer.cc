@@ -17,6 +17,8 @@
 namespace flux {
 namespace {
 
+using test::error_of;
+
 GgufValue arr(GgufType type, std::vector<GgufValue> items) { return GgufValue{GgufArray{type, std::move(items)}}; }
 
 std::vector<GgufKV> every_kv_type() {
@@ -154,15 +156,6 @@ TEST(GgufWriter, GoldenFilesByteIdentical) {
     ++n_files;
   }
   EXPECT_EQ(n_files, 24);  // 3 city96, 2 sdcpp, 12 zoo-sdcpp, 7 zoo-ggufpy
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(GgufWriter, Errors) {

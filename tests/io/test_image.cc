@@ -18,6 +18,8 @@
 namespace flux {
 namespace {
 
+using test::error_of;
+
 Image gradient(int w, int h) {
   Image im;
   im.width = w;
@@ -31,15 +33,6 @@ Image gradient(int w, int h) {
       p[2] = static_cast<uint8_t>((x + y) * 3);
     }
   return im;
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(Image, PngRoundTripFileAndText) {

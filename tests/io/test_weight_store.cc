@@ -11,17 +11,10 @@
 namespace flux {
 namespace {
 
+using test::error_of;
+
 Tensor f32(const Shape& shape, uint64_t seed = 1) {
   return Tensor::from_f32(shape, test::random_floats(static_cast<size_t>(shape.numel()), seed));
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

@@ -17,6 +17,8 @@
 namespace flux {
 namespace {
 
+using test::error_of;
+
 namespace fs = std::filesystem;
 
 // One tiny model set per (variant, layout), made once per process.
@@ -60,15 +62,6 @@ GenerateRequest small_request(int steps = 2) {
   r.steps = steps;
   r.seed = 11;
   return r;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 TEST(Pipeline, TestModelsLoadAndGenerateInBothLayouts) {

@@ -14,6 +14,8 @@
 namespace flux {
 namespace {
 
+using test::error_of;
+
 namespace fs = std::filesystem;
 
 const T5Tokenizer& t5() {
@@ -78,15 +80,6 @@ TEST(T5Tokenizer, ConcurrentEncodeEqualsSerial) {
     });
   for (auto& th : threads) th.join();
   EXPECT_EQ(mismatches.load(), 0);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(T5Tokenizer, LoaderErrorsNameTheFile) {
