@@ -124,7 +124,7 @@ std::string first_dtype(const WeightStore& store, std::initializer_list<const ch
 struct MemoryPolicy {
   uint64_t budget = 0;
   bool force_drops = false;  // --low-memory
-  std::string weights;       // the weight modes, for /health: "prepacked", "per_call" or a mix (weights_name)
+  std::string weights;       // the weight modes, for /health: "prepacked", "per_call" or the mix (residency.h, packing_name)
   ModelBytes bytes;
   ModelShapes shapes;
   int vae_tile = -1;  // LoadOptions::vae_tile
@@ -460,9 +460,6 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   // Memory policy: prepacked weights are copies in the product's dtype (16-bit weights widen to f32 where
   // the CPU's bf16 product is slow); per_call reads the mapped storage each time (one panel of scratch). Then
   // the residency plan (residency.h) from the budget, the sizes and each stage's working set.
-  const uint64_t packed =
-      packed_weight_bytes(t5_store, Component::t5) + packed_weight_bytes(clip_store, Component::clip) +
-      packed_weight_bytes(flux_store, Component::transformer) + packed_weight_bytes(ae_store, Component::vae);
   const MemoryAvailable avail = memory_available();  // MemAvailable, or less in a memory cgroup
   const uint64_t available = avail.bytes;
   MemoryPolicy memory;
@@ -480,6 +477,7 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   };
   const ModelBytes sizes{sizes_of(clip_store, Component::clip), sizes_of(t5_store, Component::t5),
                          sizes_of(flux_store, Component::transformer), sizes_of(ae_store, Component::vae)};
+  const uint64_t packed = sizes.clip.packed + sizes.t5.packed + sizes.transformer.packed + sizes.vae.packed;
   memory.shapes.clip_hidden = clip_cfg.hidden_size;
   memory.shapes.clip_intermediate = clip_cfg.intermediate_size;
   memory.shapes.clip_heads = clip_cfg.num_attention_heads;
@@ -494,14 +492,15 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   memory.shapes.vae_ch = ae_params.ch;
   memory.shapes.vae_ch_mult = ae_params.ch_mult;
   memory.shapes.prompt_cache_entries = std::max(0, options.prompt_cache_entries);
-  // The packing (residency.h, choose_packing): the fastest that fits the first job when the caller knows it
-  // (generate), else a default-size (1024x1024) request.
-  const bool first_known = options.first_width > 0 && options.first_height > 0;
-  const Packing packing =
-      choose_packing(sizes,
-                     working_set(memory.shapes, first_known ? options.first_width : 1024,
-                                 first_known ? options.first_height : 1024, t5_length(variant_of)),
-                     memory.budget, options.low_memory);
+  // The first job when the caller knows it (generate), else a request of the default size (1024x1024).
+  GenerateRequest first;
+  if (options.first_width > 0 && options.first_height > 0) {
+    first.width = options.first_width;
+    first.height = options.first_height;
+  }
+  const StageWorkingSet first_ws = working_set(memory.shapes, first.width, first.height, t5_length(variant_of));
+  // The packing (residency.h, choose_packing): the fastest that fits the first job.
+  const Packing packing = choose_packing(sizes, first_ws, memory.budget, options.low_memory);
   const WeightModes modes = weight_modes(packing);
   const bool transformer_per_call = modes[static_cast<size_t>(Component::transformer)] == WeightMode::per_call;
   memory.weights = packing_name(packing);
@@ -519,14 +518,7 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   // The plan of the first job (from the estimates; corrected below once the bindings are measured): refuse
   // it now rather than after minutes of loading, and under drop_transformer never hold the transformer and the
   // text encoders together, not even while loading.
-  GenerateRequest first;
-  if (options.first_width > 0 && options.first_height > 0) {
-    first.width = options.first_width;
-    first.height = options.first_height;
-  }
-  const StagePlan first_plan = plan_residency(
-      memory.bytes, working_set(memory.shapes, first.width, first.height, t5_length(variant_of)), memory.budget,
-      memory.force_drops);
+  const StagePlan first_plan = plan_residency(memory.bytes, first_ws, memory.budget, memory.force_drops);
   if (options.first_width > 0 && !first_plan.fits)
     throw OverBudget(over_budget_message(first_plan, first.width, first.height));
 
