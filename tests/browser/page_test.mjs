@@ -172,7 +172,9 @@ try {
   await watchBar(page);
   const smallest = await page.$eval("#size option", (o) => o.value);
   await generate(page, { prompt: "a lighthouse at dusk, oil painting", steps: 4, size: smallest });
+  // Wait on the status too: until the page has the new job, the canvas still shows the last job's final image.
   if (await waitFor(page, () => document.getElementById("canvas").dataset.kind === "final" &&
+                              /Done/.test(document.getElementById("status").textContent) &&
                               document.getElementById("image").naturalWidth > 0, null, "the final image appeared")) {
     const bar = await page.evaluate(() => window.barValues);
     check(bar.some((v) => v > 0 && v < 100) && bar[bar.length - 1] === 100, `the progress bar advanced: ${bar.join(" ")}`);
