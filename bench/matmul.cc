@@ -295,11 +295,10 @@ WallCpu best_wall_cpu(int reps, const std::function<void()>& fn) {
 
 // The stored-form GEMM per weight form, per call, against the bf16 weight prepacked (oneDNN): GFLOP/s, % of
 // the bf16 dot peak and the ratio, by wall time and by CPU time. "bf16 via stored GEMM" runs the kernel on a bf16
-// weight (x already bf16): its tiles are plain copies, so that row is the microkernel's own rate. From M = 2048
-// Linear's per_call path packs blocked panels for oneDNN instead (linear.cc's kBlockedFromM); the "stored GEMM"
-// rows lift that threshold, so they time this kernel at every M, and "blocked" rows time the path Linear takes
-// there. "widened" rows (with `widened`) are the per-call path the kernel replaced below that M: panels widened
-// to bf16, then oneDNN.
+// weight (x already bf16): its tiles are plain copies, so that row is the microkernel's own rate. Linear's
+// per_call path takes this kernel at every M; "blocked" rows (from M = 2048) time the path it replaced there
+// (panels packed blocked for oneDNN, linear.cc's kBlockedFromM), "widened" rows (with `widened`) the one it
+// replaced below: panels widened to bf16, then oneDNN.
 struct StoredBenchShape {
   int64_t k, n;
 };
@@ -348,13 +347,14 @@ void bench_stored_gemm(int reps, const std::vector<int64_t>& ms, std::vector<Sto
         line("bf16 via stored GEMM", best_wall_cpu(reps, [&] { kernels::detail::gemm_stored_bf16(g); }));
       }
       for (const auto& [name, w] : forms) {
-        kernels::detail::set_linear_blocked_from_m(m + 1);
         line(std::string(name) + " per_call stored GEMM", time(w, kernels::WeightMode::per_call));
-        kernels::detail::set_linear_blocked_from_m(0);
-        if (m >= 2048) line(std::string(name) + " per_call blocked", time(w, kernels::WeightMode::per_call));
-        if (!widened) continue;
         kernels::detail::set_linear_stored_gemm(false);
-        line(std::string(name) + " per_call widened", time(w, kernels::WeightMode::per_call));
+        if (m >= 2048) line(std::string(name) + " per_call blocked", time(w, kernels::WeightMode::per_call));
+        if (widened) {
+          kernels::detail::set_linear_blocked_from_m(m + 1);
+          line(std::string(name) + " per_call widened", time(w, kernels::WeightMode::per_call));
+          kernels::detail::set_linear_blocked_from_m(0);
+        }
         kernels::detail::set_linear_stored_gemm(true);
       }
     }

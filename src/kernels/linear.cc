@@ -8,8 +8,8 @@
 // reused per-thread scratch of about 2 MB (an L2's worth), each panel's product then copied into its columns
 // of y (a strided destination sends oneDNN to a slower kernel): memory for the weight stays its storage form
 // plus one panel, and no full-size widened copy ever exists. Under bf16 products that widening ran at the
-// machine's memcpy rate without overlapping the product, so there (below kBlockedFromM rows) such weights go to
-// gemm_stored.h instead, which dequantizes tiles inside its own blocking.
+// machine's memcpy rate without overlapping the product, so there such weights go to gemm_stored.h instead, at
+// every M, which dequantizes tiles inside its own blocking (at M = 4608 it also beat the blocked panels below).
 // Compute type: f32 for f32 weights; for bf16/f16/f8 and ggml block-quantized weights (dequantized with
 // tensor/quant.h) see linear_compute_dtype() (bf16 x bf16 -> f32 where AVX512_BF16 is fast, else f32 with the
 // weight widened). Primitives are cached per (M, panel width) (the token count varies).
@@ -72,8 +72,8 @@ constexpr int64_t kWidenPanelBytes = 2 << 20;
 constexpr int64_t kDefaultBlockedFromM = 2048;
 std::atomic<int64_t> kBlockedFromM{kDefaultBlockedFromM};  // tests lower it (set_linear_blocked_from_m)
 std::atomic<bool> g_direct_pack{true};
-// per_call bf16 products of weights stored in another form, below kBlockedFromM rows: gemm_stored.h's kernel
-// (dequantizing tiles inside its own blocking) instead of widened panels handed to oneDNN.
+// per_call bf16 products of weights stored in another form, at every M: gemm_stored.h's kernel (dequantizing
+// tiles inside its own blocking) instead of widened or blocked panels handed to oneDNN.
 std::atomic<bool> g_stored_gemm{true};
 
 // The direct packer's view of md, logging once (debug) when it does not know the layout.
@@ -112,7 +112,7 @@ struct Linear::Impl {
   DType compute = DType::f32;  // f32 or bf16: the dtype oneDNN multiplies; i8: int8 below does the products
   std::unique_ptr<detail::Int8Linear> int8;
   Tensor weight;               // storage form [N, K]; kept only in per_call mode
-  bool stored_gemm = false;    // per_call: gemm_stored_bf16 takes this weight (below kBlockedFromM rows)
+  bool stored_gemm = false;    // per_call: gemm_stored_bf16 takes this weight (at every M)
   std::vector<float> bias;     // [N] or empty
   // prepacked: `rows` is all of N, blocked, packed once into `packed`. per_call: `rows` (the stored rows, or
   // panels widened to them) below kBlockedFromM rows of x, `blocks` (panels packed blocked) from there on.
@@ -335,7 +335,7 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
         },
         std::max<int64_t>(1, 4096 / im.k));
     src = xb;
-    if (im.stored_gemm && g_stored_gemm.load() && m < kBlockedFromM.load()) {
+    if (im.stored_gemm && g_stored_gemm.load()) {
       detail::gemm_stored_bf16(
           {im.weight.dtype(), im.weight.raw(), im.n, im.k, xb, m, im.bias.empty() ? nullptr : im.bias.data(), y});
       return;

@@ -11,6 +11,7 @@
 
 #include "base/cpu.h"
 #include "isa_levels.h"
+#include "kernels/gemm_stored.h"
 #include "kernels/internal.h"
 #include "kernels/linear_pack.h"
 #include "kernels/matmul.h"
@@ -202,6 +203,7 @@ TEST(LinearPack, PerCallForwardEqualsPrepackedBitwise) {
       const DType compute = stored == DType::f32 ? DType::f32 : kernels::linear_compute_dtype();
       const bool blocked = kernels::detail::recognise_pack_layout(kernels::detail::linear_weight_layout(k, n, compute, true))
                                .has_value();
+      kernels::detail::set_linear_stored_gemm(false);  // the oneDNN panel paths (gemm_stored has its own tests)
       for_each_isa([&](IsaLevel) {
         for (int64_t m : {1, 7, 70}) {
           SCOPED_TRACE("m " + std::to_string(m));
@@ -229,6 +231,7 @@ TEST(LinearPack, PerCallForwardEqualsPrepackedBitwise) {
     }
   }
   kernels::detail::force_bf16_products(-1);
+  kernels::detail::set_linear_stored_gemm(true);
 }
 
 }  // namespace
