@@ -245,7 +245,7 @@ TEST(GemmStored, ProductLargeShapes) {
 // Linear's per_call bf16 products of a stored-form weight take this kernel at every M, also from the 2048 rows on
 // where they used to pack blocked panels for oneDNN: its output is the kernel's, bit for bit.
 TEST(GemmStored, LinearPerCallTakesItAtEveryM) {
-  if (!cpu_detected().avx512_bf16) GTEST_SKIP() << "bf16 products need AVX512_BF16";
+  if (!cpu_features().avx512_bf16) GTEST_SKIP() << "bf16 products need AVX512_BF16 (FLUX_CPU caps it)";
   kernels::detail::force_bf16_products(1);
   const int64_t n = 70, k = 512;
   const Tensor w = make_weight(DType::q8_0, n, k, 9);
