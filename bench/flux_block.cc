@@ -2,7 +2,7 @@
 // image tokens = a 512x512 image) with random bf16 weights: seconds per block, GFLOP/s, and the extrapolated
 // seconds per denoising step of the 19 + 38 block model, next to a bf16 matmul baseline measured in the same run
 // (kernels::Linear at M=1280, K=3072, N=12288). Each block runs twice: attention in f32 and (where the block's
-// products are bf16, FluxWeights::products_in_bf16) in bf16, with the attention's share of the block and the
+// products are narrow, FluxWeights::attention_in_bf16) in bf16, with the attention's share of the block and the
 // relative error of the block's output with bf16 attention against f32 attention. "rest" is the time outside
 // the products and attention, measured inside the block's own runs (Workspace::timings); the breakdown lines
 // below it time the products and attention again on their own. Last, the product precisions: both blocks bound

@@ -83,8 +83,8 @@ void attention(int64_t heads, int64_t head_dim, bool bf16, Workspace& ws) {
 
 }  // namespace
 
-bool FluxWeights::products_in_bf16() {
-  if (!products_in_bf16_) {
+bool FluxWeights::attention_in_bf16() {
+  if (!attention_in_bf16_) {
     bool narrow = false;  // BFL "double_blocks.N." / "single_blocks.N.", diffusers "..transformer_blocks.N."
     for (const std::string& name : store_.names()) {
       if (name.find("blocks.") == std::string::npos) continue;
@@ -94,9 +94,9 @@ bool FluxWeights::products_in_bf16() {
         break;
       }
     }
-    products_in_bf16_ = narrow && kernels::linear_compute_dtype() == DType::bf16;
+    attention_in_bf16_ = narrow && kernels::linear_compute_dtype() != DType::f32;
   }
-  return *products_in_bf16_;
+  return *attention_in_bf16_;
 }
 
 // ---- positions and timesteps (BFL flux/math.py rope, flux/modules/layers.py EmbedND, timestep_embedding) ----
@@ -214,7 +214,7 @@ DoubleStreamBlock DoubleStreamBlock::bind(FluxWeights& w, const std::string& pre
   b.hidden = p.hidden_size;
   b.num_heads = p.num_heads;
   b.mlp_hidden = static_cast<int64_t>(static_cast<float>(p.hidden_size) * p.mlp_ratio);
-  b.attention_bf16 = w.products_in_bf16();
+  b.attention_bf16 = w.attention_in_bf16();
   b.img_mod = Modulation::bind(w, prefix + "img_mod.", b.hidden, true);
   b.img_attn = SelfAttention::bind(w, prefix + "img_attn.", p);
   b.img_mlp = MLP::bind(w, prefix + "img_mlp.", b.hidden, b.mlp_hidden);
@@ -274,7 +274,7 @@ SingleStreamBlock SingleStreamBlock::bind(FluxWeights& w, const std::string& pre
   b.hidden = p.hidden_size;
   b.num_heads = p.num_heads;
   b.mlp_hidden = static_cast<int64_t>(static_cast<float>(p.hidden_size) * p.mlp_ratio);
-  b.attention_bf16 = w.products_in_bf16();
+  b.attention_bf16 = w.attention_in_bf16();
   b.linear1 = w.linear(prefix + "linear1.", b.hidden, 3 * b.hidden + b.mlp_hidden);
   b.linear2 = w.linear(prefix + "linear2.", b.hidden + b.mlp_hidden, b.hidden);
   b.norm = QKNorm::bind(w, prefix + "norm.", b.hidden / b.num_heads);

@@ -51,16 +51,18 @@ class FluxWeights {
   const std::vector<Slot>& slots() const { return slots_; }
   nn::RMSNorm rms_norm(const std::string& name, int64_t dim, float eps);
   WeightStore& store() { return store_; }
-  // Whether the blocks' products run in bf16: some block weight ("...blocks.N...", 2-D) is stored in 16 bits
-  // or fewer and kernels::linear_compute_dtype() is bf16 (f32 weights keep f32 products, kernels/matmul.h).
-  // The blocks then run attention in bf16 too. Decided once per FluxWeights.
-  bool products_in_bf16();
+  // Whether the blocks run attention in bf16: their products are narrow, i.e. some block weight ("...blocks.N...",
+  // 2-D) is stored in 16 bits or fewer and kernels::linear_compute_dtype() is bf16 or int8 (f32 weights keep f32
+  // products, kernels/matmul.h; Precision::f32, the golden path, keeps f32 attention). Under int8 the attention
+  // ran in f32 until session 8: 29.8 s per 512x512 step against 24.8 s with bf16 attention (bench_flux_block).
+  // Decided once per FluxWeights.
+  bool attention_in_bf16();
 
  private:
   WeightStore& store_;
   bool diffusers_ = false;
   kernels::WeightMode mode_ = kernels::WeightMode::prepacked;
-  std::optional<bool> products_in_bf16_;
+  std::optional<bool> attention_in_bf16_;
   const LoraStack* merged_ = nullptr;
   std::vector<Slot> slots_;
 };
@@ -165,7 +167,7 @@ struct MLP {
 
 struct DoubleStreamBlock {
   int64_t hidden = 0, num_heads = 0, mlp_hidden = 0;
-  bool attention_bf16 = false;  // Q K^T and P V on bf16 products (kernels/attention.h): FluxWeights::products_in_bf16
+  bool attention_bf16 = false;  // Q K^T and P V on bf16 products (kernels/attention.h): FluxWeights::attention_in_bf16
   Modulation img_mod, txt_mod;
   SelfAttention img_attn, txt_attn;
   MLP img_mlp, txt_mlp;
