@@ -1,10 +1,10 @@
-// A heap buffer aligned to 64 bytes (one cache line, one AVX-512 register), movable, not copyable.
+// A heap buffer aligned to 64 bytes (one cache line, one AVX-512 register), movable, not copyable. Buffers of
+// kHugeFrom bytes or more are aligned to 2 MiB and advised to transparent huge pages (aligned_buffer.cc).
 #pragma once
 
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <utility>
 
 namespace flux {
@@ -12,6 +12,7 @@ namespace flux {
 class AlignedBuffer {
  public:
   static constexpr size_t kAlignment = 64;
+  static constexpr size_t kHugePage = size_t{2} << 20, kHugeFrom = size_t{4} << 20;
 
   AlignedBuffer() = default;
   explicit AlignedBuffer(size_t bytes) { resize(bytes); }
@@ -35,10 +36,7 @@ class AlignedBuffer {
     std::free(data_);
     data_ = nullptr;
     size_ = 0;
-    const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-    data_ = std::aligned_alloc(kAlignment, rounded);
-    if (data_ == nullptr) throw std::bad_alloc();
-    size_ = rounded;
+    allocate(bytes);
   }
   void zero() {
     if (data_) std::memset(data_, 0, size_);
@@ -57,6 +55,8 @@ class AlignedBuffer {
   size_t size() const { return size_; }
 
  private:
+  void allocate(size_t bytes);
+
   void* data_ = nullptr;
   size_t size_ = 0;
 };

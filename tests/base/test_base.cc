@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <condition_variable>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <numeric>
@@ -292,6 +294,34 @@ TEST(AlignedBuffer, IsAlignedAndGrows) {
   AlignedBuffer moved = std::move(b);
   EXPECT_EQ(b.data(), nullptr);
   EXPECT_NE(moved.data(), nullptr);
+}
+
+// A large buffer is 2 MiB-aligned and advised to transparent huge pages: where the kernel runs THP in "always" or
+// "madvise" mode, its touched range is backed by huge pages (AnonHugePages of its mapping in /proc/self/smaps).
+TEST(AlignedBuffer, LargeBuffersGetHugePages) {
+  AlignedBuffer b(AlignedBuffer::kHugeFrom + 100);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b.data()) % AlignedBuffer::kHugePage, 0u);
+  EXPECT_EQ(b.size() % AlignedBuffer::kHugePage, 0u);
+  b.zero();
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  const std::string modes((std::istreambuf_iterator<char>(thp)), std::istreambuf_iterator<char>());
+  if (modes.find("[never]") != std::string::npos || modes.empty()) GTEST_SKIP() << "THP is off here: " << modes;
+  // The smaps entry of the mapping that holds the buffer.
+  std::ifstream smaps("/proc/self/smaps");
+  const uintptr_t at = reinterpret_cast<uintptr_t>(b.data());
+  std::string line;
+  bool inside = false;
+  long huge_kb = -1;
+  while (std::getline(smaps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
+      inside = lo <= at && at < hi;
+    } else if (inside && line.rfind("AnonHugePages:", 0) == 0) {
+      huge_kb = std::stol(line.substr(14));
+      break;
+    }
+  }
+  EXPECT_GE(huge_kb, 2048) << "THP modes: " << modes;
 }
 
 TEST(MappedFile, MapsContentsAndNamesMissingFiles) {
