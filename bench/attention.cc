@@ -22,6 +22,7 @@
 
 #include "base/cpu.h"
 #include "bench_util.h"
+#include "peak.h"
 #include "base/thread_pool.h"
 #include "tensor/convert.h"
 
@@ -32,42 +33,6 @@ using bench::best_seconds;
 using bench::random_vector;
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
-
-// Register-only loops, 16 independent accumulators (enough for either instruction's latency). Reached only
-// after the cpu_detected() checks in peak_gflops.
-__attribute__((target("avx512f"))) float fma_loop(int64_t n) {
-  __m512 acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(float(i));
-  const __m512 b = _mm512_set1_ps(1.0001f), c = _mm512_set1_ps(0.9999f);
-  for (int64_t it = 0; it < n; ++it)
-    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(b, c, acc[i]);
-  for (int i = 1; i < 16; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-  return _mm512_reduce_add_ps(acc[0]);
-}
-__attribute__((target("avx512f,avx512bf16"))) float dpbf16_loop(int64_t n) {
-  __m512 acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(float(i));
-  const __m512bh b = (__m512bh)_mm512_set1_epi16(0x3f80);
-  for (int64_t it = 0; it < n; ++it)
-    for (int i = 0; i < 16; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], b, b);
-  for (int i = 1; i < 16; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-  return _mm512_reduce_add_ps(acc[0]);
-}
-
-// GFLOP/s of `loop` on every pool thread at once (flop_per_instr per instruction, 16 per iteration).
-double peak_gflops(float (*loop)(int64_t), double flop_per_instr) {
-  const int threads = default_pool().n_threads();
-  constexpr int64_t kIterations = 2'000'000;
-  std::vector<float> sinks(size_t(threads), 0.0f);
-  const double t = best_seconds(3, [&] {
-    parallel_for(threads, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) sinks[size_t(i)] += loop(kIterations);
-    });
-  });
-  volatile float sink = 0;
-  for (float x : sinks) sink = sink + x;
-  return double(threads) * kIterations * 16 * flop_per_instr / t * 1e-9;
-}
 
 // out[m, n] (f32) = a[m, k] (bf16, row-major) b (bf16, [k, n] given as `b_tag`): one oneDNN matmul.
 struct OnednnProduct {
@@ -157,8 +122,8 @@ int main(int argc, char** argv) {
   std::printf("cpu: %s; %d threads\n", cpu_features().describe().c_str(), default_pool().n_threads());
   double bf16_peak = 0;
   if (cpu_detected().avx512() && cpu_detected().avx512_bf16) {
-    const double f32_peak = peak_gflops(fma_loop, 32);
-    bf16_peak = peak_gflops(dpbf16_loop, 64);
+    const double f32_peak = bench::f32_peak_gflops();
+    bf16_peak = bench::bf16_peak_gflops();
     std::printf("peak (registers only, all threads): f32 FMA %.1f GFLOP/s, bf16 dot %.1f GFLOP/s\n", f32_peak,
                 bf16_peak);
   }

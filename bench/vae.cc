@@ -24,6 +24,7 @@
 #include "base/system.h"
 #include "base/thread_pool.h"
 #include "bench_util.h"
+#include "peak.h"
 #include "io/weight_store.h"
 #include "kernels/conv_layer.h"
 #include "models/autoencoder.h"
@@ -33,47 +34,6 @@
 namespace {
 
 using namespace flux;
-
-// ---- the machine's f32 peak: FMAs in registers on every pool thread ----
-
-__attribute__((target("avx2,fma"))) float fma_loop_avx2(int64_t n) {
-  __m256 acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = _mm256_set1_ps(float(i));
-  const __m256 b = _mm256_set1_ps(1.0001f), c = _mm256_set1_ps(0.9999f);
-  for (int64_t it = 0; it < n; ++it)
-    for (int i = 0; i < 16; ++i) acc[i] = _mm256_fmadd_ps(b, c, acc[i]);
-  for (int i = 1; i < 16; ++i) acc[0] = _mm256_add_ps(acc[0], acc[i]);
-  float out[8];
-  _mm256_storeu_ps(out, acc[0]);
-  return out[0];
-}
-__attribute__((target("avx512f"))) float fma_loop_avx512(int64_t n) {
-  __m512 acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(float(i));
-  const __m512 b = _mm512_set1_ps(1.0001f), c = _mm512_set1_ps(0.9999f);
-  for (int64_t it = 0; it < n; ++it)
-    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(b, c, acc[i]);
-  for (int i = 1; i < 16; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-  float out[16];
-  _mm512_storeu_ps(out, acc[0]);
-  return out[0];
-}
-
-double f32_peak_gflops() {
-  const bool avx512 = cpu_detected().avx512();
-  if (!avx512 && !cpu_detected().avx2) return 0;
-  const int threads = default_pool().n_threads();
-  constexpr int64_t kIterations = 2'000'000;
-  std::vector<float> sinks(size_t(threads), 0.0f);
-  const double t = bench::best_seconds(3, [&] {
-    parallel_for(threads, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) sinks[size_t(i)] += avx512 ? fma_loop_avx512(kIterations) : fma_loop_avx2(kIterations);
-    });
-  });
-  volatile float sink = 0;
-  for (float x : sinks) sink = sink + x;
-  return double(threads) * kIterations * 16 * (avx512 ? 32 : 16) / t * 1e-9;
-}
 
 // ---- convolution flops of the FLUX VAE (BFL autoencoder.py), from its params ----
 
@@ -178,7 +138,7 @@ int main(int argc, char** argv) {
   if (kernels::conv_bf16_supported()) ae_bf16.emplace(load(kernels::ConvMode::cached, DType::bf16));
   const AutoEncoderParams& p = ae.params();
 
-  const double peak = f32_peak_gflops();
+  const double peak = bench::f32_peak_gflops();
   std::printf("bench_vae: FLUX VAE ch %lld, ch_mult 1,2,4,4, %lld res blocks, z %lld, random f32 weights; %d threads, "
               "%s, conv block %lld, compute %s; f32 FMA peak %.1f GFLOP/s\n",
               static_cast<long long>(p.ch), static_cast<long long>(p.num_res_blocks),
