@@ -74,6 +74,10 @@ security=$(sed -n 's/^URIs:[[:space:]]*\(.*debian-security\/\{0,1\}\)$/\1/p' /et
   [[ -n "$security" ]] && echo "deb $security bookworm-security main"
 } >"$root/etc/apt/sources.list"
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+# As in Debian's build chroots and container images: packages installed in the root start no services
+# (redis-server's postinst would otherwise start a daemon that outlives this script and holds the mounts).
+printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+chmod +x "$root/usr/sbin/policy-rc.d"
 bind /proc "$root/proc"
 bind /sys "$root/sys"
 bind /dev "$root/dev"

@@ -24,6 +24,8 @@ packages=(
   clang libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh)
   libomp-14-dev             # OpenMP for the clang build of scripts/fuzz.sh
   curl jq                   # the README's server examples
+  libhiredis-dev            # Redis client of serve --role api|worker (src/cluster)
+  redis-server              # the cluster tests (tests/cluster) start one on a free port
 )
 
 missing_packages() {

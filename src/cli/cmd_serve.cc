@@ -2,6 +2,8 @@
 // "listening on http://HOST:PORT"), then loads the models in the background; /health answers throughout. A model
 // named ORG/NAME is looked up in the Hugging Face cache first; with --allow-download its missing files are
 // downloaded by the engine's loader thread (/health: `downloading`).
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -11,6 +13,8 @@
 #include "base/thread_pool.h"
 #include "cli/command.h"
 #include "cli/model_by_name.h"
+#include "cluster/cluster_api.h"
+#include "cluster/cluster_worker.h"
 #include "engine/engine.h"
 #include "io/image.h"
 #include "io/image_resize.h"
@@ -37,7 +41,33 @@ struct ServeOptions {
   std::string memory_budget;       // "8G", ... (parse_byte_size); "" = from MemAvailable
   bool lora_lenient = false;       // --lora-lenient (per-request adapters)
   bool allow_download = false;     // --allow-download: fetch a named model on the loader thread
+  std::string role = "all";        // --role: all (one process), api or worker (over Redis, src/cluster)
+  std::string queue;               // --queue redis://HOST:PORT[/DB]
+  int max_tries = 3;               // --max-tries
+  int visibility_ms = 30000;       // --visibility-ms
+  std::string node_name;           // --node-name (default HOST-PID)
 };
+
+// The cluster options of --role api|worker; throws naming the flag.
+cluster::ClusterOptions cluster_options(const ServeOptions& o) {
+  FLUX_CHECK(!o.queue.empty(), "--role ", o.role,
+             ": expected --queue redis://HOST:PORT[/DB] (the Redis that holds the jobs)");
+  FLUX_CHECK(o.max_tries >= 1, "--max-tries: expected >= 1, got ", o.max_tries);
+  FLUX_CHECK(o.visibility_ms >= 100, "--visibility-ms: expected >= 100, got ", o.visibility_ms);
+  cluster::ClusterOptions c;
+  c.url = cluster::RedisUrl::parse(o.queue, "--queue");
+  c.max_tries = o.max_tries;
+  c.visibility_ms = o.visibility_ms;
+  c.queue_size = static_cast<size_t>(o.queue_size);
+  c.result_ttl_s = o.result_ttl_s;
+  c.name = o.node_name;
+  if (c.name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    c.name = str_cat(host, "-", getpid());
+  }
+  return c;
+}
 
 // The image scaled down (aspect kept) so that its longest side is at most `max_side` pixels.
 Image thumbnail(const Image& image, int max_side) {
@@ -50,6 +80,20 @@ Image thumbnail(const Image& image, int max_side) {
 }
 
 int serve(const ServeOptions& o) {
+  FLUX_CHECK(o.role == "all" || o.role == "api" || o.role == "worker", "--role: expected all, api or worker, got \"",
+             o.role, "\"");
+  if (o.role == "api") {  // no model here: the workers load it
+    const cluster::ClusterOptions c = cluster_options(o);
+    FLUX_CHECK(o.queue_size >= 1, "--queue-size: expected >= 1, got ", o.queue_size);
+    server::ServerOptions options = o.server;
+    options.max_queue = o.queue_size;
+    return server::run_server(options, [c] {
+      return std::make_unique<cluster::ClusterApi>(
+          c, [](const Image& image) { return encode_png(thumbnail(image, 256)); });
+    });
+  }
+  const std::optional<cluster::ClusterOptions> worker =
+      o.role == "worker" ? std::optional(cluster_options(o)) : std::nullopt;
   FLUX_CHECK(!o.paths.model_dir.empty() || !o.paths.diffusion_model.empty(),
              "serve: expected --model DIR or --diffusion-model FILE");
   FLUX_CHECK(o.queue_size >= 1, "--queue-size: expected >= 1, got ", o.queue_size);
@@ -78,7 +122,7 @@ int serve(const ServeOptions& o) {
   // The default size is 1024x1024, or the largest square multiple of 16 within --max-pixels.
   while (static_cast<int64_t>(options.limits.default_width) * options.limits.default_height > options.limits.max_pixels)
     options.limits.default_width = options.limits.default_height = options.limits.default_width - 16;
-  return server::run_server(options, [&o, paths, budget, precision] {
+  return server::run_server(options, [&o, paths, budget, precision, worker] {
     EngineOptions e;
     e.queue_size = static_cast<size_t>(o.queue_size);
     e.result_ttl_s = o.result_ttl_s;
@@ -109,8 +153,12 @@ int serve(const ServeOptions& o) {
         });
       };
     }
-    return std::make_unique<Engine>(
+    if (worker) e.queue_size = 1;  // a worker claims a job only when idle
+    auto engine = std::make_unique<Engine>(
         [model, load](const LoadProgress& progress) { return Pipeline::load(*model, load, progress); }, std::move(e));
+    if (worker)
+      return std::unique_ptr<JobService>(std::make_unique<cluster::ClusterWorker>(std::move(engine), *worker));
+    return std::unique_ptr<JobService>(std::move(engine));
   });
 }
 
@@ -181,6 +229,18 @@ CommandRegistrar reg(
                     "run the I/O thread at real-time priority (SCHED_FIFO 1) when allowed (root, CAP_SYS_NICE or "
                     "RLIMIT_RTPRIO >= 1) and the compute below other processes; default on")
            ->capture_default_str();
+       sub.add_option("--role", o->role,
+                      "all: this process serves and computes; api: accepts jobs into --queue (no model); worker: "
+                      "loads the model and runs jobs from --queue")
+           ->capture_default_str();
+       sub.add_option("--queue", o->queue,
+                      "redis://HOST:PORT[/DB]: the Redis of --role api|worker (password: FLUX_REDIS_PASSWORD)");
+       sub.add_option("--max-tries", o->max_tries, "worker: deliveries of a job before it is failed, not rerun")
+           ->capture_default_str();
+       sub.add_option("--visibility-ms", o->visibility_ms,
+                      "worker: a job its worker stopped holding this long is reclaimed by another worker")
+           ->capture_default_str();
+       sub.add_option("--node-name", o->node_name, "this node's name in Redis (default HOST-PID)");
        return [o] { return serve(*o); };
      }});
 

@@ -25,14 +25,12 @@
 #include "base/thread_pool.h"
 #include "engine/job.h"
 #include "engine/job_queue.h"
+#include "engine/job_service.h"
 #include "pipeline/pipeline.h"
 
 namespace flux {
 
 using PipelineFactory = std::function<std::unique_ptr<Pipeline>(const LoadProgress&)>;
-// Runs a callable on the subscriber's executor (the engine never calls a subscriber on its own threads).
-using Post = std::function<void(std::function<void()>)>;
-using EventHandler = std::function<void(std::shared_ptr<const JobEvent>)>;
 using ImageEncoder = std::function<std::vector<uint8_t>(const Image&)>;
 
 // One file of a download in progress (EngineOptions::fetch).
@@ -102,41 +100,41 @@ struct NotReady : Error {
   explicit NotReady(const std::string& why) : Error(why) {}
 };
 
-class Engine {
+class Engine : public JobService {
  public:
   // Starts the loader thread and the compute worker at once.
   Engine(PipelineFactory factory, EngineOptions options);
   // Cancels every job, waits for the threads (see shutdown()).
-  ~Engine();
+  ~Engine() override;
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  LoadStatus load_status() const;
-  EngineStats stats() const;
+  LoadStatus load_status() const override;
+  EngineStats stats() const override;
   // What the pipeline keeps resident and its plan (Pipeline::memory_status): a snapshot the compute thread
   // (or the loader) refreshes at each stage and after each job; empty budget until loaded.
-  MemoryStatus memory_status() const;
+  MemoryStatus memory_status() const override;
 
   // Queues a job and returns its id. Throws NotReady (models loading without queue_while_loading, or failed
   // to load), QueueFull, or Error from Pipeline::validate (once loaded).
-  std::string submit(GenerateRequest request);
+  std::string submit(GenerateRequest request) override;
   // Cancels a queued or running job; its cancelled event carries `reason`. False when the id is unknown or the
   // job already finished.
-  bool cancel(const std::string& id, const std::string& reason = kCancelByUser);
-  std::optional<JobInfo> info(const std::string& id) const;
+  bool cancel(const std::string& id, const std::string& reason = kCancelByUser) override;
+  std::optional<JobInfo> info(const std::string& id) const override;
   // Every known job (queued, running, and finished ones not yet dropped), newest first.
-  std::vector<JobInfo> list() const;
-  std::shared_ptr<const JobResult> result(const std::string& id) const;
+  std::vector<JobInfo> list() const override;
+  std::shared_ptr<const JobResult> result(const std::string& id) const override;
 
   // Subscribes to a job's events: the current state is delivered first (queued with position; or started, the
   // current stage and the latest step; or the terminal event). Returns 0 when the id is unknown, else a subscription
   // id.
-  uint64_t subscribe(const std::string& id, Post post, EventHandler handler);
-  void unsubscribe(const std::string& id, uint64_t subscription);
+  uint64_t subscribe(const std::string& id, Post post, EventHandler handler) override;
+  void unsubscribe(const std::string& id, uint64_t subscription) override;
 
   // Stops accepting work, cancels queued and running jobs (loading is abandoned at its next progress
   // report), joins the threads. Idempotent.
-  void shutdown();
+  void shutdown() override;
 
  private:
   struct Subscriber {

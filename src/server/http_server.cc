@@ -80,7 +80,7 @@ asio::awaitable<void> parse_on_worker(const Request& request, Limits limits, std
 
 class Server {
  public:
-  Server(const ServerOptions& options, const std::function<std::unique_ptr<Engine>()>& make_engine)
+  Server(const ServerOptions& options, const std::function<std::unique_ptr<JobService>()>& make_engine)
       : options_(options), make_engine_(make_engine) {}
 
   int run() {
@@ -266,13 +266,13 @@ class Server {
 
   ServerOptions options_;
   std::vector<std::pair<std::string, std::string>> cors_;  // added to every reply (--cors-origin)
-  std::function<std::unique_ptr<Engine>()> make_engine_;
+  std::function<std::unique_ptr<JobService>()> make_engine_;
   asio::io_context ioc_{1};
   // Request parsing too heavy for the I/O thread (image uploads: base64, PNG/JPEG decoding).
   asio::thread_pool workers_{1};
   tcp::acceptor acceptor_{ioc_};
   asio::signal_set signals_{ioc_, SIGINT, SIGTERM};
-  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<JobService> engine_;
   std::unique_ptr<ServerContext> context_;
   std::map<uint64_t, Stream*> idle_;  // connections waiting for their next request
   uint64_t next_session_ = 0;
@@ -304,7 +304,7 @@ asio::awaitable<bool> write_raw(Stream& stream, const std::string& data, double 
   co_return !ec;
 }
 
-int run_server(const ServerOptions& options, const std::function<std::unique_ptr<Engine>()>& make_engine) {
+int run_server(const ServerOptions& options, const std::function<std::unique_ptr<JobService>()>& make_engine) {
   Server server(options, make_engine);
   return server.run();
 }

@@ -12,6 +12,6 @@
 
 namespace flux::server {
 
-int run_server(const ServerOptions& options, const std::function<std::unique_ptr<Engine>()>& make_engine);
+int run_server(const ServerOptions& options, const std::function<std::unique_ptr<JobService>()>& make_engine);
 
 }  // namespace flux::server

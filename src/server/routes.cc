@@ -63,6 +63,7 @@ Response health(const ServerContext& c) {
                    {"weights", memory.weights},       {"need", memory.need},
                    {"peak_stage", memory.peak_stage}, {"resident", memory.resident}};
   j["io_thread"] = c.io_scheduling;
+  if (const std::string node = c.engine.node_status_json(); !node.empty()) j["node"] = json::parse(node);
   if (c.shutting_down) j["shutting_down"] = true;
   return json_response(200, j);
 }

@@ -32,7 +32,7 @@ struct SdapiState;  // sdapi.h
 
 // Shared by the routes and the connections; used on the I/O thread only (the engine locks itself).
 struct ServerContext {
-  Engine& engine;
+  JobService& engine;  // the local Engine, or the cluster API node (engine/job_service.h)
   ServerOptions options;
   Metrics metrics;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();

@@ -162,7 +162,7 @@ std::string info_json(const SdapiRequest& r, const std::vector<uint64_t>& seeds,
 // Unsubscribes when the connection stops waiting.
 class Subscriptions {
  public:
-  explicit Subscriptions(Engine& engine) : engine_(engine) {}
+  explicit Subscriptions(JobService& engine) : engine_(engine) {}
   ~Subscriptions() {
     for (const auto& [id, sub] : subs_) engine_.unsubscribe(id, sub);
   }
@@ -181,7 +181,7 @@ class Subscriptions {
   }
 
  private:
-  Engine& engine_;
+  JobService& engine_;
   std::vector<std::pair<std::string, uint64_t>> subs_;
 };
 

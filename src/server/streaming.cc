@@ -43,7 +43,7 @@ asio::awaitable<void> wait(Inbox& inbox, std::chrono::steady_clock::duration max
 // Unsubscribes when the connection stops waiting.
 class Subscription {
  public:
-  Subscription(Engine& engine, const std::string& id, const std::shared_ptr<Inbox>& inbox,
+  Subscription(JobService& engine, const std::string& id, const std::shared_ptr<Inbox>& inbox,
                const asio::any_io_executor& executor)
       : engine_(engine), id_(id) {
     std::weak_ptr<Inbox> weak = inbox;
@@ -64,7 +64,7 @@ class Subscription {
   explicit operator bool() const { return subscription_ != 0; }
 
  private:
-  Engine& engine_;
+  JobService& engine_;
   std::string id_;
   uint64_t subscription_ = 0;
 };
