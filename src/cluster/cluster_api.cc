@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "base/log.h"
 #include "cluster/job_codec.h"
@@ -14,13 +13,6 @@ namespace {
 
 double seconds_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-std::string new_job_id(uint64_t counter) {
-  static thread_local std::mt19937_64 random(std::random_device{}());
-  char hex[13];
-  std::snprintf(hex, sizeof hex, "%012llx", static_cast<unsigned long long>(random() & 0xffffffffffffULL));
-  return str_cat("job_", counter, "_", hex);
 }
 
 std::string ttl_seconds(double ttl_s) { return std::to_string(std::max<int64_t>(1, static_cast<int64_t>(ttl_s))); }

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <optional>
-#include <random>
 
 #include "base/log.h"
 #include "base/thread_pool.h"
@@ -21,13 +20,6 @@ std::shared_ptr<JobEvent> make_event(JobEventKind kind, const std::string& id) {
   event->kind = kind;
   event->job_id = id;
   return event;
-}
-
-std::string new_job_id(uint64_t counter) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(rng()));
-  return str_cat("job_", counter, "_", hex);
 }
 
 }  // namespace

@@ -79,7 +79,7 @@ struct LoadStatus {
   std::string error;        // state == error
   std::string model;        // Pipeline::describe() once loaded
   std::optional<Variant> variant;
-  double load_s = 0;  // time to load (and warm up)
+  double load_s = 0;                       // time to load (and warm up)
   std::optional<DownloadStatus> download;  // the latest download report (kept after the download ends)
 };
 

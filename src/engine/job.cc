@@ -1,6 +1,18 @@
 #include "engine/job.h"
 
+#include <cstdio>
+#include <random>
+
+#include "base/error.h"
+
 namespace flux {
+
+std::string new_job_id(uint64_t counter) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(rng()));
+  return str_cat("job_", counter, "_", hex);
+}
 
 const char* job_status_name(JobStatus s) {
   switch (s) {

@@ -94,4 +94,7 @@ struct Job {
 // model's default step count (0 while unknown), shown for a job that asked for the default.
 JobInfo job_info(const Job& job, int position, Job::Clock::time_point now, int default_steps = 0);
 
+// A new job id: "job_<counter>_<16 random hex digits>" (unique across nodes and restarts, not guessable).
+std::string new_job_id(uint64_t counter);
+
 }  // namespace flux

@@ -15,9 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
+#include "server/auth.h"
 #include "server/errors.h"
 #include "server/image_upload.h"
-#include "server/auth.h"
 #include "server/sdapi.h"
 #include "server/sse.h"
 
@@ -276,8 +276,10 @@ asio::awaitable<int> serve_sdapi_generation(Stream& stream, ServerContext& c, co
     }
     if (end.kind == JobEventKind::cancelled) {
       if (end.reason == kCancelServerStopping || c.shutting_down) {
-        Response response{503, "application/json",
-                          error_json(503, "generation cancelled: the server is shutting down", "", "cancelled"), {}};
+        Response response{503,
+                          "application/json",
+                          error_json(503, "generation cancelled: the server is shutting down", "", "cancelled"),
+                          {}};
         co_await answer(stream, c, response);
         co_return 503;
       }
