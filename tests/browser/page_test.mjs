@@ -295,7 +295,9 @@ try {
   check(stopped.status !== "Cancelled." && ["failed", "unreachable"].includes(stopped.banner),
         `a server stop is not a user cancel: ${JSON.stringify(stopped)}`);
   await generate(page, { prompt: "while it is down", steps: 2, size: smallest });
-  await waitFor(page, () => document.getElementById("banner").dataset.kind === "unreachable" && /reach/.test(document.getElementById("banner-text").textContent),
+  // Wait on the status too: the /health poll may have shown "unreachable" before this POST failed.
+  await waitFor(page, () => document.getElementById("banner").dataset.kind === "unreachable" && /reach/.test(document.getElementById("banner-text").textContent) &&
+                            !/Submitting/.test(document.getElementById("status").textContent),
                 null, "Generate with the server down shows the unreachable state");
   const down = await state(page);
   check(!down.goDisabled && !/Submitting/.test(down.status) && !(await page.$eval("#banner-retry", (b) => b.hidden)),
