@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -17,11 +18,16 @@
 namespace flux {
 namespace {
 
-// The live mappings, by start address -> end: release_file_pages() acts only inside one of them.
+// The live mappings, by start address: release_file_pages() acts only inside one of them.
+struct Mapping {
+  uintptr_t end;
+  int fd;
+};
 struct Mappings {
   std::mutex mutex;
-  std::map<uintptr_t, uintptr_t> ranges;
+  std::map<uintptr_t, Mapping> ranges;
 };
+std::atomic<bool> g_evict{false};
 Mappings& mappings() {
   static Mappings m;
   return m;
@@ -55,9 +61,11 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
     file->data_ = static_cast<const uint8_t*>(p);
     Mappings& m = mappings();
     const std::lock_guard lock(m.mutex);
-    m.ranges[reinterpret_cast<uintptr_t>(p)] = reinterpret_cast<uintptr_t>(p) + file->size_;
+    file->fd_ = fd;
+    m.ranges[reinterpret_cast<uintptr_t>(p)] = Mapping{reinterpret_cast<uintptr_t>(p) + file->size_, fd};
+  } else {
+    ::close(fd);
   }
-  ::close(fd);
   return file;
 }
 
@@ -69,6 +77,7 @@ MappedFile::~MappedFile() {
     m.ranges.erase(reinterpret_cast<uintptr_t>(data_));
   }
   ::munmap(const_cast<uint8_t*>(data_), size_);
+  ::close(fd_);
 }
 
 size_t release_file_pages(const void* data, size_t bytes) {
@@ -82,10 +91,16 @@ size_t release_file_pages(const void* data, size_t bytes) {
   auto it = m.ranges.upper_bound(begin);
   if (it == m.ranges.begin()) return 0;
   --it;
-  if (begin < it->first || end > it->second) return 0;
+  if (begin < it->first || end > it->second.end) return 0;
   if (::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED) != 0) return 0;
+  // Unmapped from this process first, so the page cache can let them go.
+  if (g_evict.load(std::memory_order_relaxed))
+    ::posix_fadvise(it->second.fd, static_cast<off_t>(first - it->first), static_cast<off_t>(last - first),
+                    POSIX_FADV_DONTNEED);
   return last - first;
 }
+
+void set_evict_released_pages(bool on) { g_evict.store(on, std::memory_order_relaxed); }
 
 void MappedFile::prefetch(size_t offset, size_t bytes) const {
   if (data_ == nullptr || offset >= size_) return;

@@ -27,6 +27,7 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  int fd_ = -1;  // kept open for posix_fadvise (set_evict_released_pages)
 };
 
 // Tells the kernel this process no longer needs the pages of [data, data + bytes) when that range lies inside a
@@ -35,5 +36,12 @@ class MappedFile {
 // it has copied its weight from a mapped file. Any other range (owned memory, a range not inside one mapping) is
 // left alone: returns the bytes released (0 then). Thread-safe.
 size_t release_file_pages(const void* data, size_t bytes);
+
+// When on, release_file_pages() also drops the released range from the page cache (POSIX_FADV_DONTNEED; pages
+// another process maps stay). For a process whose files and packed copies do not fit in memory together: the
+// pages of a file already copied would otherwise push out the pages of the files still read at each call (T5
+// read per call, from disk again at every job). Off by default: a machine with room keeps the copied files cached
+// for the next start. Process-wide.
+void set_evict_released_pages(bool on);
 
 }  // namespace flux

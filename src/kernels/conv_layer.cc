@@ -58,8 +58,8 @@ inline int64_t at(int64_t c, int64_t p, int64_t hw, int64_t block) {
 // ---- FeatureMap ----
 
 void FeatureMap::reshape(int64_t channels, int64_t height, int64_t width, int64_t block) {
-  FLUX_CHECK(channels > 0 && height > 0 && width > 0 && block > 0, "FeatureMap: bad shape ", channels, "x", height,
-             "x", width, " block ", block);
+  FLUX_CHECK(channels > 0 && height > 0 && width > 0 && block > 0, "FeatureMap: bad shape ", channels, "x", height, "x",
+             width, " block ", block);
   c_ = channels, h_ = height, w_ = width, block_ = block;
   buf_.resize(static_cast<size_t>(n_floats()) * sizeof(float));
 }
@@ -126,16 +126,25 @@ void FeatureMap::reblock(int64_t block, FeatureMap& out) const {
 // ---- the block oneDNN prefers ----
 
 int64_t conv_preferred_block() {
-  if (isa_level() == IsaLevel::scalar) return 1;
-  static std::array<std::atomic<int64_t>, 3> cached{};
-  std::atomic<int64_t>& slot = cached[static_cast<size_t>(isa_level())];
-  if (const int64_t b = slot.load()) return b;
-  const dnnl::memory::desc src({1, 128, 64, 64}, dt::f32, tag::any), wei({128, 128, 3, 3}, dt::f32, tag::any);
-  const dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                             src, wei, dnnl::memory::desc(), src, {1, 1}, {1, 1}, {1, 1});
-  const int64_t b = block_of(dnnl::convolution_forward::primitive_desc(desc, engine()).src_desc());
-  slot.store(b == 0 ? 1 : b);
-  return slot.load();
+  switch (isa_level()) {
+    case IsaLevel::scalar:
+      return 1;
+    case IsaLevel::avx2:
+      return 8;
+    default:
+      return 16;
+  }
+}
+
+namespace {
+std::atomic<bool> g_winograd{true};
+}  // namespace
+
+void set_conv_winograd(bool on) { g_winograd.store(on); }
+
+bool conv_winograd_applies(int64_t out_channels, int64_t in_channels, int64_t kernel, int64_t stride, DType compute) {
+  return compute == DType::bf16 && conv_bf16_supported() && g_winograd.load() && isa_level() == IsaLevel::avx512 &&
+         kernel == 3 && stride == 1 && in_channels % 16 == 0 && out_channels % 16 == 0;
 }
 
 bool conv_bf16_supported() {
@@ -164,11 +173,36 @@ struct Conv2d::Impl {
   Conv2dParams p;           // channels, kernel, stride, padding (height/width set per call)
   DType compute = DType::f32;
   ConvMode mode = ConvMode::cached;
+  // The weight in the Winograd layout oneDNN uses from 64x64 inputs on (reordered at construction: the transform
+  // takes ~0.1 s for a 512 -> 512 layer). A shape whose Winograd primitive wants another layout runs direct, so
+  // there is never a second transformed copy (4x the f32 weight).
+  mutable std::shared_ptr<dnnl::memory> wino_weights;
+  bool winograd = false;            // conv_winograd_applies
+  mutable bool wino_tried = false;  // the transform was attempted
+
+  // Makes wino_weights once (under `mutex`); leaves it null where this oneDNN has no Winograd kernel.
+  void prepare_winograd_locked() const {
+    if (!winograd || wino_tried) return;
+    wino_tried = true;
+    try {
+      const dnnl::memory::desc src({1, p.in_channels, 64, 64}, dt::f32, tag::nChw16c);
+      const dnnl::memory::desc wei({p.out_channels, p.in_channels, 3, 3}, dt::f32, tag::any);
+      const dnnl::memory::desc dst({1, p.out_channels, 64, 64}, dt::f32, tag::nChw16c);
+      const dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference,
+                                                 dnnl::algorithm::convolution_winograd, src, wei, dnnl::memory::desc(),
+                                                 dst, {1, 1}, {p.pad_top, p.pad_left}, {p.pad_bottom, p.pad_right});
+      const dnnl::convolution_forward::primitive_desc pd(desc, engine());
+      wino_weights = weights_in(pd.weights_desc());
+      std::erase(weights, wino_weights);  // held as wino_weights only
+    } catch (const dnnl::error&) {        // direct
+    }
+  }
 
   struct Primitive {
     dnnl::convolution_forward::primitive_desc pd;
     dnnl::convolution_forward prim;
     int64_t dst_block = 1;
+    bool f32_src = true;                    // the primitive reads f32 (else the input is rounded to bf16 first)
     std::shared_ptr<dnnl::memory> weights;  // in pd.weights_desc()
   };
   mutable std::mutex mutex;
@@ -204,33 +238,52 @@ struct Conv2d::Impl {
     std::lock_guard lock(mutex);
     auto& slot = by_shape[{height, width, block}];
     if (slot) return slot;
+    prepare_winograd_locked();
     const Conv2dParams q = params_for(height, width);
-    const dnnl::memory::desc src({1, q.in_channels, height, width}, compute_dt(), tag_of_block(block));
-    const dnnl::memory::desc wei({q.out_channels, q.in_channels, q.kernel, q.kernel}, compute_dt(), tag::any);
     const dnnl::memory::desc bias_md =
         bias.empty() ? dnnl::memory::desc() : dnnl::memory::desc({q.out_channels}, dt::f32, tag::a);
     const dnnl::memory::dims dst_dims{1, q.out_channels, q.out_height(), q.out_width()};
-    auto make = [&](const dnnl::memory::desc& dst) {
-      const dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference,
-                                                 dnnl::algorithm::convolution_direct, src, wei, bias_md, dst,
-                                                 {q.stride, q.stride}, {q.pad_top, q.pad_left},
-                                                 {q.pad_bottom, q.pad_right});
-      // Scratch memory is ours (Scratch below): in oneDNN's default mode a primitive made on one thread holds
-      // that thread's global scratchpad, which leaks when the thread ends before the primitive (the loader
-      // thread's warm-up decode; LeakSanitizer showed 864 KiB on AVX-512).
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      return dnnl::convolution_forward::primitive_desc(desc, attr, engine());
+    auto build = [&](bool wino) {
+      const dt src_dt = wino ? dt::f32 : compute_dt();
+      const dnnl::memory::desc src({1, q.in_channels, height, width}, src_dt, tag_of_block(block));
+      const dnnl::memory::desc wei({q.out_channels, q.in_channels, q.kernel, q.kernel}, src_dt, tag::any);
+      auto make = [&](const dnnl::memory::desc& dst) {
+        const dnnl::convolution_forward::desc desc(
+            dnnl::prop_kind::forward_inference,
+            wino ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct, src, wei, bias_md, dst,
+            {q.stride, q.stride}, {q.pad_top, q.pad_left}, {q.pad_bottom, q.pad_right});
+        // Scratch memory is ours (Scratch below): in oneDNN's default mode a primitive made on one thread holds
+        // that thread's global scratchpad, which leaks when the thread ends before the primitive (the loader
+        // thread's warm-up decode; LeakSanitizer showed 864 KiB on AVX-512).
+        dnnl::primitive_attr attr;
+        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+        return dnnl::convolution_forward::primitive_desc(desc, attr, engine());
+      };
+      auto prim = std::make_shared<Primitive>();
+      prim->pd = make(dnnl::memory::desc(dst_dims, dt::f32, tag::any));
+      prim->dst_block = block_of(prim->pd.dst_desc());
+      if (prim->dst_block == 0) {  // a layout FeatureMap cannot hold: ask for the input's
+        prim->pd = make(dnnl::memory::desc(dst_dims, dt::f32, tag_of_block(block)));
+        prim->dst_block = block;
+      }
+      prim->f32_src = src_dt == dt::f32;
+      return prim;
     };
-    auto prim = std::make_shared<Primitive>();
-    prim->pd = make(dnnl::memory::desc(dst_dims, dt::f32, tag::any));
-    prim->dst_block = block_of(prim->pd.dst_desc());
-    if (prim->dst_block == 0) {  // a layout FeatureMap cannot hold: ask for the input's
-      prim->pd = make(dnnl::memory::desc(dst_dims, dt::f32, tag_of_block(block)));
-      prim->dst_block = block;
+    // Winograd where it applies (its input block is 16: not the first layer's plain input), else direct; also
+    // direct when this oneDNN has no Winograd kernel for the shape.
+    std::shared_ptr<Primitive> prim;
+    if (wino_weights && block == 16) {
+      try {
+        prim = build(true);
+        if (prim->pd.weights_desc() != wino_weights->get_desc()) prim.reset();
+      } catch (const dnnl::error&) {
+      }
     }
+    if (!prim) prim = build(false);
     prim->prim = dnnl::convolution_forward(prim->pd);
-    prim->weights = weights_in(prim->pd.weights_desc());
+    prim->weights = prim->f32_src && wino_weights && prim->pd.weights_desc() == wino_weights->get_desc()
+                        ? wino_weights
+                        : weights_in(prim->pd.weights_desc());
     slot = prim;
     return slot;
   }
@@ -267,14 +320,14 @@ struct Conv2d::Impl {
     dnnl::stream s(engine());
     const dnnl::memory::desc src_f32({1, p.in_channels, x->height(), x->width()}, dt::f32, tag_of_block(x->block()));
     dnnl::memory src(src_f32, engine(), const_cast<float*>(x->data()));
-    if (compute == DType::bf16) {  // one pass: f32 -> bf16, same layout
+    if (!prim->f32_src) {  // one pass: f32 -> bf16, same layout
       dnnl::memory src16(prim->pd.src_desc(), engine());
       dnnl::reorder(src, src16).execute(s, src, src16);
       src = src16;
     }
     dnnl::memory dst(dst_md, engine(), y.data());
-    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, *prim->weights},
-                                               {DNNL_ARG_DST, dst}};
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, *prim->weights}, {DNNL_ARG_DST, dst}};
     if (!bias.empty()) {
       args.emplace(DNNL_ARG_BIAS,
                    dnnl::memory({{p.out_channels}, dt::f32, tag::a}, engine(), const_cast<float*>(bias.data())));
@@ -315,11 +368,19 @@ Conv2d::Conv2d(Tensor weight, Tensor bias, const Conv2dParams& padding, DType co
   }
   m.compute = compute == DType::bf16 && conv_bf16_supported() ? DType::bf16 : DType::f32;
   m.mode = mode;
+  m.winograd = mode == ConvMode::cached &&
+               conv_winograd_applies(m.p.out_channels, m.p.in_channels, m.p.kernel, m.p.stride, m.compute);
 }
 
 int64_t Conv2d::in_channels() const { return impl_->p.in_channels; }
 int64_t Conv2d::out_channels() const { return impl_->p.out_channels; }
 DType Conv2d::compute_dtype() const { return impl_->compute; }
+
+void Conv2d::prepare() const {
+  FLUX_CHECK(impl_ != nullptr, "Conv2d: not made");
+  std::lock_guard lock(impl_->mutex);
+  impl_->prepare_winograd_locked();
+}
 
 void Conv2d::forward(const FeatureMap& x, FeatureMap& y) const {
   FLUX_CHECK(impl_ != nullptr, "Conv2d: not made");

@@ -45,9 +45,18 @@ class FeatureMap {
   AlignedBuffer buf_;
 };
 
-// The block a channel-blocked layout of this CPU uses for convolutions: oneDNN's choice for a 128 -> 128 3x3
-// convolution (8 on AVX2, 16 on AVX-512), 1 (plain) under FLUX_CPU=scalar. Asked once per ISA cap.
+// The block of the channel-blocked layout convolutions use on this CPU: 16 on AVX-512, 8 on AVX2 (the layouts of
+// oneDNN's direct and Winograd kernels), 1 (plain) under FLUX_CPU=scalar. oneDNN's own choice (format `any`) on
+// Zen 4 is channels-last for its brgconv kernels, which FeatureMap cannot hold: the plain fallback that gave ran
+// its GEMM-based kernel at 0.67x of a blocked bf16 convolution.
 int64_t conv_preferred_block();
+
+// Whether bf16-mode Conv2ds made from now on may use Winograd (on by default; off for benchmark baselines and
+// tests of the direct kernel).
+void set_conv_winograd(bool on);
+// Whether a Conv2d of these dimensions asked for `compute` runs as Winograd (made now): its transformed weight
+// takes 16 bytes per weight element (f32, 6x6 per 3x3 kernel), made by Conv2d::prepare or the first forward.
+bool conv_winograd_applies(int64_t out_channels, int64_t in_channels, int64_t kernel, int64_t stride, DType compute);
 
 enum class ConvMode {
   cached,    // weights reordered once, primitives per input shape, activations in the primitive's layout
@@ -60,7 +69,10 @@ class Conv2d {
   Conv2d();
   // weight: [out, in, k, k] f32/bf16/f16 (kept as given, e.g. a view of an mmap'd file); bias: F32 [out] or
   // undefined. compute: f32, or bf16 (activations rounded to bf16, f32 accumulation; needs AVX512_BF16,
-  // else f32 is used). Padding as in Conv2dParams (height/width there are ignored).
+  // else f32 is used). The bf16 mode is the fast one, not a promise of rounding: on AVX-512 its 3x3 stride-1
+  // convolutions with channels in multiples of 16 run as oneDNN's f32 Winograd F(4x4, 3x3), 1.3-1.5x the bf16
+  // direct kernel's speed on Zen 4 (bench_vae) and closer to f32 (rms rel 1e-6 against 2e-3). Padding as in
+  // Conv2dParams (height/width there are ignored).
   Conv2d(Tensor weight, Tensor bias, const Conv2dParams& padding, DType compute = DType::f32,
          ConvMode mode = ConvMode::cached);
   ~Conv2d();
@@ -74,6 +86,9 @@ class Conv2d {
   // x: [in, H, W] in any block -> y: [out, H', W'] in the block the primitive chose (1 in per_call mode or
   // under FLUX_CPU=scalar). y is reshaped (its buffer reused when large enough); y must not alias x.
   void forward(const FeatureMap& x, FeatureMap& y) const;
+  // Makes the Winograd weight now (where conv_winograd_applies) instead of at the first forward: the decoder's
+  // are made at load, so a job's first decode does not pay the transforms (about 2.5 s for FLUX's decoder).
+  void prepare() const;
 
  private:
   struct Impl;

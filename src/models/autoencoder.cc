@@ -119,8 +119,7 @@ class AeWeights {
   std::string name(const std::string& bfl) const { return diffusers_ ? ae_diffusers_name(bfl, n_levels_) : bfl; }
 
   // pad -1 = kernel / 2 on every side.
-  Conv conv(const std::string& prefix, int64_t in, int64_t out, int64_t kernel, int64_t stride = 1,
-            int64_t pad = -1) {
+  Conv conv(const std::string& prefix, int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t pad = -1) {
     const std::string n = name(prefix);
     Tensor w = store_.require(n + "weight", {out, in, kernel, kernel});
     Tensor b = store_.require_f32(n + "bias", {out});
@@ -129,7 +128,9 @@ class AeWeights {
     const int64_t p = pad < 0 ? kernel / 2 : pad;
     const kernels::Conv2dParams padding{.stride = stride, .pad_top = p, .pad_bottom = p, .pad_left = p, .pad_right = p};
     const DType compute = compute_for(w.dtype());
-    return {kernels::Conv2d(std::move(w), std::move(b), padding, compute, options_.conv_mode)};
+    Conv c{kernels::Conv2d(std::move(w), std::move(b), padding, compute, options_.conv_mode)};
+    if (prefix.rfind("decoder.", 0) == 0) c.op.prepare();  // every job decodes; the encoder prepares on first use
+    return c;
   }
   Conv downsample_conv(const std::string& prefix, int64_t channels) {  // pad right and bottom by one, stride 2
     const std::string n = name(prefix);
@@ -161,21 +162,7 @@ class AeWeights {
   }
 
  private:
-  DType compute_for(DType stored) const {
-    if (options_.compute) return *options_.compute;
-    if (const char* env = std::getenv("FLUX_VAE_BF16")) return std::strcmp(env, "0") != 0 ? DType::bf16 : DType::f32;
-    switch (kernels::default_precision()) {
-      case kernels::Precision::f32:
-        return DType::f32;
-      case kernels::Precision::bf16:
-      case kernels::Precision::int8:  // no int8 convolutions: bf16, the fastest there is
-        return DType::bf16;
-      case kernels::Precision::automatic:
-        break;
-    }
-    const bool narrow = stored == DType::bf16 || stored == DType::f16;
-    return narrow && kernels::linear_compute_dtype() == DType::bf16 ? DType::bf16 : DType::f32;
-  }
+  DType compute_for(DType stored) const { return vae_conv_compute(stored, options_); }
 
   WeightStore& store_;
   int64_t n_levels_ = 0;
@@ -417,7 +404,8 @@ struct Decoder {
         level.block.push_back(ResnetBlock::bind(w, str_cat("decoder.up.", i, ".block.", j, "."), block_in, block_out));
         block_in = block_out;
       }
-      if (i != 0) level.upsample = Upsample{w.conv(str_cat("decoder.up.", i, ".upsample.conv."), block_in, block_in, 3)};
+      if (i != 0)
+        level.upsample = Upsample{w.conv(str_cat("decoder.up.", i, ".upsample.conv."), block_in, block_in, 3)};
     }
     d.norm_out = w.norm("decoder.norm_out.", block_in);
     d.conv_out = w.conv("decoder.conv_out.", block_in, p.out_ch, 3);
@@ -455,6 +443,22 @@ struct AutoEncoder::Impl {
   std::optional<Encoder> encoder;
   Decoder decoder;
 };
+
+DType vae_conv_compute(DType stored, const AutoEncoderOptions& options) {
+  if (options.compute) return *options.compute;
+  if (const char* env = std::getenv("FLUX_VAE_BF16")) return std::strcmp(env, "0") != 0 ? DType::bf16 : DType::f32;
+  switch (kernels::default_precision()) {
+    case kernels::Precision::f32:
+      return DType::f32;
+    case kernels::Precision::bf16:
+    case kernels::Precision::int8:  // no int8 convolutions: bf16, the fastest there is
+      return DType::bf16;
+    case kernels::Precision::automatic:
+      break;
+  }
+  const bool narrow = stored == DType::bf16 || stored == DType::f16;
+  return narrow && kernels::linear_compute_dtype() == DType::bf16 ? DType::bf16 : DType::f32;
+}
 
 AutoEncoderParams AutoEncoderParams::flux() { return AutoEncoderParams{}; }
 

@@ -43,6 +43,9 @@ struct AutoEncoderOptions {
   kernels::ConvMode conv_mode = kernels::ConvMode::cached;
 };
 
+// The compute dtype asked for a convolution whose weight is stored as `stored` (the rule above).
+DType vae_conv_compute(DType stored, const AutoEncoderOptions& options = {});
+
 // Tiled decode / encode: tiles of at most `tile` pixels a side, `overlap` pixels shared with each neighbour
 // (blended with linear ramps). Sizes are rounded to multiples of 8; tiles are spread evenly, so they may be
 // smaller than `tile`. tile 0 = one pass over the whole image.

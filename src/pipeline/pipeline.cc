@@ -14,6 +14,7 @@
 #include "base/system.h"
 #include "base/thread_pool.h"
 #include "io/weight_store.h"
+#include "kernels/conv_layer.h"
 #include "kernels/matmul.h"
 #include "models/autoencoder.h"
 #include "models/clip_text.h"
@@ -124,7 +125,7 @@ std::string first_dtype(const WeightStore& store, std::initializer_list<const ch
 struct MemoryPolicy {
   uint64_t budget = 0;
   bool force_drops = false;  // --low-memory
-  std::string weights;       // the weight modes, for /health: "prepacked", "per_call" or the mix (residency.h, packing_name)
+  std::string weights;  // the weight modes, for /health: "prepacked", "per_call" or the mix (residency.h, packing_name)
   ModelBytes bytes;
   ModelShapes shapes;
   int vae_tile = -1;  // LoadOptions::vae_tile
@@ -353,11 +354,12 @@ class FluxPipeline final : public Pipeline {
     VaeTiling t = AutoEncoder::auto_tiling(p, r.width, r.height);
     if (memory_.vae_tile >= 0) t.tile = memory_.vae_tile;
     if (t.tile > 0 && t.tile < std::max(r.width, r.height)) {
-      log_info("vae: ", what, " ", r.width, "x", r.height, " in tiles of at most ", t.tile, " px, overlap ", std::min(t.overlap, t.tile / 2),
-               " px (", memory_.vae_tile >= 0 ? std::string("--vae-tile")
-                                               : str_cat("automatic: untiled, its activations would take ",
-                                                         mib(AutoEncoder::decode_activation_bytes(p, r.width, r.height)),
-                                                         " > ", mib(AutoEncoder::kAutoTileBytes)),
+      log_info("vae: ", what, " ", r.width, "x", r.height, " in tiles of at most ", t.tile, " px, overlap ",
+               std::min(t.overlap, t.tile / 2), " px (",
+               memory_.vae_tile >= 0 ? std::string("--vae-tile")
+                                     : str_cat("automatic: untiled, its activations would take ",
+                                               mib(AutoEncoder::decode_activation_bytes(p, r.width, r.height)), " > ",
+                                               mib(AutoEncoder::kAutoTileBytes)),
                ")");
     }
     return t;
@@ -399,6 +401,12 @@ uint64_t packed_weight_bytes(const WeightStore& store, Component c) {
     // Quantized weights are dequantized into the compute dtype when packed, like 16/8-bit floats.
     if (!is_float(t.dtype()) && !is_quantized(t.dtype())) continue;
     const uint64_t n = static_cast<uint64_t>(t.numel());
+    // The decoder's Winograd layers hold their transformed weight (16 bytes an element), made at load.
+    if (c == Component::vae && t.ndim() == 4 && name.rfind("decoder.", 0) == 0 &&
+        kernels::conv_winograd_applies(t.dim(0), t.dim(1), t.dim(2), 1, vae_conv_compute(t.dtype()))) {
+      bytes += 16 * n;
+      continue;
+    }
     bytes += n * (t.dtype() == DType::f32 || t.dtype() == DType::f64 ? 4 : narrow);
   }
   return bytes;
@@ -491,6 +499,11 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   memory.shapes.vec_in_dim = flux_params.vec_in_dim;
   memory.shapes.vae_ch = ae_params.ch;
   memory.shapes.vae_ch_mult = ae_params.ch_mult;
+  if (ae_store.contains("decoder.conv_in.weight")) {
+    const int64_t c1 = ae_params.ch * (ae_params.ch_mult.size() > 1 ? ae_params.ch_mult[1] : 1);
+    memory.shapes.vae_winograd =
+        kernels::conv_winograd_applies(c1, c1, 3, 1, vae_conv_compute(ae_store.get("decoder.conv_in.weight").dtype()));
+  }
   memory.shapes.prompt_cache_entries = std::max(0, options.prompt_cache_entries);
   // The first job when the caller knows it (generate), else a request of the default size (1024x1024).
   GenerateRequest first;
@@ -506,14 +519,20 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   memory.weights = packing_name(packing);
   memory.bytes = bytes_under(sizes, packing);
   kernels::set_default_weight_mode(modes[static_cast<size_t>(Component::transformer)]);
-  log_info("weights: ", total >> 20, " MiB stored, ", packed >> 20, " MiB if prepacked, ", available >> 20,
-           " MiB available, budget ",
-           memory.budget == UINT64_MAX ? std::string("unlimited (MemAvailable unknown)") : mib(memory.budget),
-           options.memory_budget > 0 ? std::string(" (--memory-budget)")
-                                     : str_cat(" (", avail.source, " less a margin)"),
-           ": ", packing == Packing::all    ? "prepacked once"
-                 : packing == Packing::none ? "reordered per call (low-memory mode)"
-                                            : "the transformer and VAE prepacked, CLIP and T5 read per call");
+  log_info(
+      "weights: ", total >> 20, " MiB stored, ", packed >> 20, " MiB if prepacked, ", available >> 20,
+      " MiB available, budget ",
+      memory.budget == UINT64_MAX ? std::string("unlimited (MemAvailable unknown)") : mib(memory.budget),
+      options.memory_budget > 0 ? std::string(" (--memory-budget)") : str_cat(" (", avail.source, " less a margin)"),
+      ": ",
+      packing == Packing::all    ? "prepacked once"
+      : packing == Packing::none ? "reordered per call (low-memory mode)"
+                                 : "the transformer and VAE prepacked, CLIP and T5 read per call");
+  // A machine that cannot keep every file cached next to the copies: a copied file's pages leave the page cache,
+  // so they do not push out the pages of the files read per call (T5 would come from disk at every job).
+  const bool evict = evict_copied_files(sizes, packing, first_ws, memory.budget);
+  set_evict_released_pages(evict);
+  if (evict) log_info("files and packed copies do not fit in memory together: copied files leave the page cache");
 
   // The plan of the first job (from the estimates; corrected below once the bindings are measured): refuse
   // it now rather than after minutes of loading, and under drop_transformer never hold the transformer and the
@@ -566,7 +585,8 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
                                                       : memory.bytes.vae;
     const uint64_t held = mapped[static_cast<size_t>(c)];
     if (modes[static_cast<size_t>(c)] == WeightMode::prepacked && held > (uint64_t{16} << 20)) {
-      log_info("memory: ", component_name(c), " keeps ", mib(held), " of its files mapped after packing; the plan counts them");
+      log_info("memory: ", component_name(c), " keeps ", mib(held),
+               " of its files mapped after packing; the plan counts them");
       b.stored = held;
     }
     const uint64_t measured = copies[static_cast<size_t>(c)];

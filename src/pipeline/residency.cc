@@ -71,6 +71,9 @@ const char* component_name(Component c) {
 //                   [C1, H, W], its group norm another, and the first full-resolution resnet [C0, H, W] three
 //                   times (conv output, shortcut, sum); lower levels have a quarter of the pixels or less.
 //                   Measured (VmHWM): the tiny test model's 1024x1024 generate peaks at 1180 MiB; the plan says 1378.
+//                   Winograd convolutions add oneDNN's scratch of the largest layer, C1 -> C1 at H x W: both sides
+//                   transformed, (C1 + C1) (H/4)(W/4) 6x6 floats = 9 H W 2 C1 bytes (1224 MB measured for 256
+//                   channels at 512x512, 1208 by this count; 10 bytes counted).
 // Each stage adds kProcessBytes.
 StageWorkingSet working_set(const ModelShapes& m, int width, int height, int t5_tokens) {
   const uint64_t L = u(t5_tokens);
@@ -85,7 +88,8 @@ StageWorkingSet working_set(const ModelShapes& m, int width, int height, int t5_
   const int64_t c0 = m.vae_ch * (m.vae_ch_mult.empty() ? 1 : m.vae_ch_mult[0]);
   const int64_t c1 =
       m.vae_ch * (m.vae_ch_mult.size() > 1 ? m.vae_ch_mult[1] : (m.vae_ch_mult.empty() ? 1 : m.vae_ch_mult[0]));
-  const uint64_t decode = kF32 * u(width) * u(height) * (3 * u(c1) + 3 * u(c0));
+  const uint64_t winograd = m.vae_winograd ? 10 * u(width) * u(height) * 2 * u(c1) : 0;
+  const uint64_t decode = kF32 * u(width) * u(height) * (3 * u(c1) + 3 * u(c0)) + winograd;
   StageWorkingSet ws;
   ws.encode_text = std::max(clip, t5) + cache + kProcessBytes;
   ws.denoise = denoise + kProcessBytes;
@@ -147,6 +151,14 @@ Packing choose_packing(const ModelBytes& sizes, const StageWorkingSet& ws, uint6
   // (the fastest for the smaller jobs that do fit), else per call.
   if (plan_residency(bytes_under(sizes, Packing::none), ws, budget, false).fits) return Packing::none;
   return copies_fit(bytes_under(sizes, Packing::all)) ? Packing::all : Packing::none;
+}
+
+bool evict_copied_files(const ModelBytes& sizes, Packing packing, const StageWorkingSet& ws, uint64_t budget) {
+  if (packing == Packing::none) return false;
+  const ModelBytes copies = bytes_under(sizes, packing);
+  const uint64_t files = sizes.clip.stored + sizes.t5.stored + sizes.transformer.stored + sizes.vae.stored;
+  const uint64_t packed = copies.clip.packed + copies.t5.packed + copies.transformer.packed + copies.vae.packed;
+  return files + packed + std::max({ws.encode_text, ws.denoise, ws.decode}) > budget;
 }
 
 MemoryStage StagePlan::peak_stage() const {

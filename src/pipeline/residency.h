@@ -58,6 +58,7 @@ struct ModelShapes {
   // VAE: base channels and multipliers (the decoder's widest full-resolution level uses ch * ch_mult[1]).
   int64_t vae_ch = 128;
   std::vector<int64_t> vae_ch_mult = {1, 2, 4, 4};
+  bool vae_winograd = false;  // the decoder's 3x3 convolutions run as Winograd (kernels/conv_layer.h): its scratch
   int prompt_cache_entries = 8;
   int n_threads = 2;
 };
@@ -110,6 +111,12 @@ ModelBytes bytes_under(const ModelBytes& sizes, Packing packing);
 // call). When none does: none if that fits, else all if its copies take at most 85%, else none. Always none when
 // low_memory.
 Packing choose_packing(const ModelBytes& sizes, const StageWorkingSet& ws, uint64_t budget, bool low_memory);
+
+// Whether the files of the packed components should leave the page cache once copied (base/mapped_file.h,
+// set_evict_released_pages): when every file plus the copies of `packing` and the largest working set do not fit
+// the budget together, the copied files' pages (dead once copied) would push out those of the files read per
+// call. False under Packing::none (nothing is copied).
+bool evict_copied_files(const ModelBytes& sizes, Packing packing, const StageWorkingSet& ws, uint64_t budget);
 
 // Thrown when a job cannot fit the budget even with every drop: names the request size, the stage, the bytes
 // it needs and the budget.

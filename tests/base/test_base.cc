@@ -1,4 +1,6 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -6,8 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
 #include <condition_variable>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -375,6 +377,45 @@ TEST(MappedFile, ReleasedPagesLeaveTheRssAndReadBackTheSame) {
   const uint8_t* gone = file->data();
   file.reset();
   EXPECT_EQ(release_file_pages(gone, kBytes), 0u) << "an unmapped range";
+}
+
+// The share of [data, data + bytes) the page cache holds (mincore on a file mapping reports the page cache).
+double cached_fraction(const uint8_t* data, size_t bytes) {
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in((bytes + page - 1) / page);
+  if (::mincore(const_cast<uint8_t*>(data), bytes, in.data()) != 0) return -1;
+  return static_cast<double>(std::count_if(in.begin(), in.end(), [](unsigned char c) { return c & 1; })) /
+         static_cast<double>(in.size());
+}
+
+// With set_evict_released_pages(true) the released pages also leave the page cache (so the files still read per
+// call keep theirs); without it they stay cached for the next reader.
+TEST(MappedFile, ReleasedPagesLeaveThePageCacheOnlyWhenEvictionIsOn) {
+  const std::string path = test::temp_dir("mmap-evict") + "/w.bin";
+  constexpr size_t kBytes = size_t{32} << 20;
+  {
+    std::vector<uint8_t> data(kBytes, 0x5a);
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data.data()), kBytes);
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    ::fsync(fd);  // dirty pages are never dropped: written back first
+    ::close(fd);
+  }
+  for (const bool evict : {false, true}) {
+    auto file = MappedFile::open(path);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < kBytes; i += 4096) sum += file->data()[i];
+    ASSERT_EQ(sum, uint64_t{0x5a} * (kBytes / 4096));
+    ASSERT_GT(cached_fraction(file->data(), kBytes), 0.9) << "every page was just read";
+    set_evict_released_pages(evict);
+    ASSERT_EQ(release_file_pages(file->data(), kBytes), kBytes);
+    set_evict_released_pages(false);
+    const double cached = cached_fraction(file->data(), kBytes);
+    if (evict)
+      EXPECT_LT(cached, 0.1) << "evicted pages left the page cache";
+    else
+      EXPECT_GT(cached, 0.9) << "released pages stay in the page cache";
+  }
 }
 
 }  // namespace

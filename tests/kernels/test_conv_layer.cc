@@ -131,11 +131,25 @@ struct ConvCase {
 // a 3-channel image in; 3 channels out; more input channels than a block.
 const ConvCase kConvCases[] = {
     {{.in_channels = 16, .out_channels = 24, .height = 13, .width = 11}, true},
-    {{.in_channels = 24, .out_channels = 16, .height = 7, .width = 9, .kernel = 1, .pad_top = 0, .pad_bottom = 0,
-      .pad_left = 0, .pad_right = 0},
+    {{.in_channels = 24,
+      .out_channels = 16,
+      .height = 7,
+      .width = 9,
+      .kernel = 1,
+      .pad_top = 0,
+      .pad_bottom = 0,
+      .pad_left = 0,
+      .pad_right = 0},
      true},
-    {{.in_channels = 16, .out_channels = 16, .height = 12, .width = 9, .stride = 2, .pad_top = 0, .pad_bottom = 1,
-      .pad_left = 0, .pad_right = 1},
+    {{.in_channels = 16,
+      .out_channels = 16,
+      .height = 12,
+      .width = 9,
+      .stride = 2,
+      .pad_top = 0,
+      .pad_bottom = 1,
+      .pad_left = 0,
+      .pad_right = 1},
      true},
     {{.in_channels = 3, .out_channels = 32, .height = 10, .width = 6}, true},
     {{.in_channels = 40, .out_channels = 3, .height = 9, .width = 8}, false},
@@ -211,6 +225,48 @@ TEST(Conv2dLayer, Bf16ProductsWhereSupported) {
   // bf16 rounds each input and weight to 8 significant bits: about 2^-8 relative per product, averaging out
   // over the sums.
   for (const ConvCase& cs : kConvCases) check_conv_layer(cs, kernels::ConvMode::cached, DType::bf16, 2e-2);
+}
+
+// The bf16 (fast) mode on AVX-512 runs 3x3 stride-1 layers with channels in multiples of 16 as f32 Winograd from
+// 64x64 inputs on (smaller inputs too where oneDNN keeps the transformed weight's layout), direct bf16 when turned
+// off: told apart by their error against the f32 reference (f32 Winograd ~1e-7, bf16 rounding ~1e-3).
+TEST(Conv2dLayer, FastModeRunsWinogradFromSixtyFourPixels) {
+  if (!kernels::conv_bf16_supported() || isa_level() != IsaLevel::avx512) {
+    GTEST_SKIP() << "needs AVX-512 with AVX512_BF16 (" << cpu_detected().describe() << ")";
+  }
+  const auto w = random_floats(size_t(48 * 32 * 9), 41);
+  const auto b = random_floats(48, 42);
+  auto rms_error = [&](const kernels::Conv2d& conv, int64_t h, int64_t wd) {
+    const kernels::Conv2dParams q{.in_channels = 32, .out_channels = 48, .height = h, .width = wd};
+    const auto x = random_floats(size_t(32 * h * wd), 43);
+    std::vector<float> want(size_t(48 * h * wd));
+    kernels::reference::conv2d(q, x.data(), w.data(), b.data(), want.data());
+    FeatureMap in, out;
+    in.from_plain(x.data(), 32, h, wd, kernels::conv_preferred_block());
+    conv.forward(in, out);
+    const std::vector<float> got = plain_of(out);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+      den += double(want[i]) * want[i];
+    }
+    return std::sqrt(num / den);
+  };
+  const kernels::Conv2dParams p{.in_channels = 32, .out_channels = 48};
+  EXPECT_TRUE(kernels::conv_winograd_applies(48, 32, 3, 1, DType::bf16));
+  EXPECT_FALSE(kernels::conv_winograd_applies(48, 32, 3, 2, DType::bf16)) << "stride 2";
+  EXPECT_FALSE(kernels::conv_winograd_applies(48, 40, 3, 1, DType::bf16)) << "40 channels";
+  EXPECT_FALSE(kernels::conv_winograd_applies(48, 32, 3, 1, DType::f32)) << "the exact mode stays direct";
+  const kernels::Conv2d fast(tensor_of(w, {48, 32, 3, 3}), tensor_of(b, {48}), p, DType::bf16);
+  fast.prepare();
+  EXPECT_LT(rms_error(fast, 70, 66), 1e-5) << "70x66: Winograd in f32";
+  EXPECT_LT(rms_error(fast, 66, 64), 1e-5) << "66x64: Winograd again, same weight";
+  kernels::set_conv_winograd(false);
+  const kernels::Conv2d direct(tensor_of(w, {48, 32, 3, 3}), tensor_of(b, {48}), p, DType::bf16);
+  kernels::set_conv_winograd(true);
+  const double e = rms_error(direct, 70, 66);
+  EXPECT_GT(e, 1e-4) << "Winograd off: direct bf16";
+  EXPECT_LT(e, 2e-2);
 }
 
 TEST(Conv2dLayer, Bf16FallsBackToF32WithoutSupport) {

@@ -147,10 +147,10 @@ TEST(Residency, BytesUnderAPackingCountFilesOrCopies) {
 TEST(Residency, ChoosesTheFastestPackingThatFits) {
   const ModelBytes s = packing_sizes();
   EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 59 * M, false), Packing::all);
-  EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 59 * M, true), Packing::none);  // --low-memory
+  EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 59 * M, true), Packing::none);            // --low-memory
   EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 58 * M, false), Packing::skip_encoders);  // copies over 85% of it
   EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 54 * M, false), Packing::skip_encoders);  // drop_text_encoders
-  EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 53 * M, false), Packing::none);  // it would drop the transformer
+  EXPECT_EQ(choose_packing(s, ws(3, 5, 6), 53 * M, false), Packing::none);           // it would drop the transformer
   // Copies within 85%, but the request fits only by dropping the transformer between jobs (its packed copy would be
   // made again for every job): read per call instead. skip_encoders: encode needs 51 + 30 = 81 with the
   // transformer, 13 + 30 = 43 without.
@@ -165,6 +165,17 @@ TEST(Residency, ChoosesTheFastestPackingThatFits) {
   wide.transformer = {40 * M, 80 * M};
   EXPECT_EQ(choose_packing(wide, ws(3, 100, 6), 150 * M, false), Packing::none);
   EXPECT_EQ(choose_packing(wide, ws(3, 5, 6), 150 * M, false), Packing::all);
+}
+
+// Files 53, copies 50 (all) or 40 (skip_encoders), working set at most 6: everything together needs 109 (all) or
+// 99 (skip_encoders); under that budget the copied files leave the page cache.
+TEST(Residency, CopiedFilesLeaveThePageCacheOnlyWhenEverythingCannotStay) {
+  const ModelBytes s = packing_sizes();
+  EXPECT_FALSE(evict_copied_files(s, Packing::all, ws(3, 5, 6), 109 * M));
+  EXPECT_TRUE(evict_copied_files(s, Packing::all, ws(3, 5, 6), 108 * M));
+  EXPECT_FALSE(evict_copied_files(s, Packing::skip_encoders, ws(3, 5, 6), 99 * M));
+  EXPECT_TRUE(evict_copied_files(s, Packing::skip_encoders, ws(3, 6, 5), 98 * M));
+  EXPECT_FALSE(evict_copied_files(s, Packing::none, ws(3, 5, 6), 10 * M)) << "nothing copied";
 }
 
 TEST(Residency, WhoIsResidentWhen) {
@@ -201,6 +212,13 @@ TEST(Residency, WorkingSetFormulas) {
   EXPECT_LT(big.decode, uint64_t{5} << 30);
   EXPECT_GT(big.denoise, uint64_t{1} << 30);
   EXPECT_LT(big.denoise, uint64_t{2} << 30);
+  // Winograd's scratch: 10 bytes x H W x 2 C1 more at decode (1.25 GiB at 512x512), nothing else.
+  ModelShapes w = m;
+  w.vae_winograd = true;
+  const StageWorkingSet wino = working_set(w, 512, 512, 256);
+  EXPECT_EQ(wino.decode - small.decode, uint64_t{10} * 512 * 512 * 2 * 256);
+  EXPECT_EQ(wino.denoise, small.denoise);
+  EXPECT_EQ(wino.encode_text, small.encode_text);
 }
 
 TEST(Residency, ParsesByteSizes) {
@@ -226,8 +244,8 @@ TEST(Residency, ParsesByteSizes) {
 }
 
 TEST(Residency, DefaultBudgetKeepsAMargin) {
-  EXPECT_EQ(default_memory_budget(uint64_t{10} << 30), uint64_t{9} << 30);   // 10%
-  EXPECT_EQ(default_memory_budget(uint64_t{2} << 30), (uint64_t{3} << 29));  // 512 MiB
+  EXPECT_EQ(default_memory_budget(uint64_t{10} << 30), uint64_t{9} << 30);     // 10%
+  EXPECT_EQ(default_memory_budget(uint64_t{2} << 30), (uint64_t{3} << 29));    // 512 MiB
   EXPECT_EQ(default_memory_budget(uint64_t{512} << 20), uint64_t{384} << 20);  // a quarter of a small amount
   EXPECT_EQ(default_memory_budget(uint64_t{300} << 20), uint64_t{225} << 20);
   EXPECT_EQ(default_memory_budget(0), 0u);
