@@ -60,6 +60,8 @@ cluster::ClusterOptions cluster_options(const ServeOptions& o) {
   c.visibility_ms = o.visibility_ms;
   c.queue_size = static_cast<size_t>(o.queue_size);
   c.result_ttl_s = o.result_ttl_s;
+  c.lora_dir = o.server.limits.lora_dir;
+  c.max_image_pixels = static_cast<uint64_t>(o.server.limits.max_image_pixels);
   c.name = o.node_name;
   if (c.name.empty()) {
     char host[256] = {};
@@ -87,6 +89,9 @@ int serve(const ServeOptions& o) {
     FLUX_CHECK(o.queue_size >= 1, "--queue-size: expected >= 1, got ", o.queue_size);
     server::ServerOptions options = o.server;
     options.max_queue = o.queue_size;
+    // Without a LoRA folder of its own the node passes names on (syntax checked) and the worker resolves them.
+    options.limits.lora_names_only = options.limits.lora_dir.empty();
+    if (!options.limits.lora_dir.empty()) list_lora_dir(options.limits.lora_dir);  // throws naming the folder
     return server::run_server(options, [c] {
       return std::make_unique<cluster::ClusterApi>(
           c, [](const Image& image) { return encode_png(thumbnail(image, 256)); });

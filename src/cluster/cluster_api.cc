@@ -4,37 +4,16 @@
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
-#include "cluster/job_codec.h"
+#include "cluster/cluster_api_mirror.h"
 #include "cluster/reconnecting.h"
 #include "io/image.h"
 
 namespace flux::cluster {
 namespace {
 
-double seconds_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
 std::string ttl_seconds(double ttl_s) { return std::to_string(std::max<int64_t>(1, static_cast<int64_t>(ttl_s))); }
 
 }  // namespace
-
-struct ClusterApi::Mirror {
-  std::string id;
-  GenerateRequest request;
-  std::string request_json;
-  JobStatus status = JobStatus::queued;
-  uint64_t sequence = 0;
-  Clock::time_point created, started, finished;
-  int64_t created_unix = 0;
-  int step = 0, total = 0;
-  bool sent = false, sending = false;  // added to flux:jobs / an XADD under way
-  int published_position = 0;
-  std::string last_entry = "0-0";  // the latest event stream entry applied
-  std::string worker;
-  std::shared_ptr<const JobEvent> last_stage, last_step, terminal;
-  std::shared_ptr<const JobResult> result;
-};
 
 ClusterApi::ClusterApi(ClusterOptions options, ImageEncoder thumbnail_encoder)
     : options_(std::move(options)), thumbnail_encoder_(std::move(thumbnail_encoder)) {
@@ -93,8 +72,15 @@ EngineStats ClusterApi::stats() const {
 std::string ClusterApi::submit(GenerateRequest request) {
   check_image_size(request.width, request.height);
   FLUX_CHECK(request.steps >= 0, "steps: expected >= 0, got ", request.steps);
+  if (request.noise.defined()) {  // as the worker's pipeline checks it, so a bad tensor is refused here
+    const Shape want{1, 16, request.height / 8, request.width / 8};
+    FLUX_CHECK(is_float(request.noise.dtype()) && request.noise.numel() == want.numel(), "noise: expected ", want.str(),
+               " for ", request.width, "x", request.height, ", got ", request.noise.describe());
+  }
+  if (request.init_image)
+    FLUX_CHECK(request.strength >= 0 && request.strength <= 1, "strength: expected a number in [0, 1], got ",
+               request.strength);
   auto job = std::make_shared<Mirror>();
-  job->request_json = request_to_json(request);  // refuses what cannot cross nodes, naming the field
   {
     std::lock_guard lock(mutex_);
     if (stopping_) throw NotReady("the server is shutting down");
@@ -122,19 +108,40 @@ std::string ClusterApi::submit(GenerateRequest request) {
 
 void ClusterApi::send(const std::shared_ptr<Mirror>& job) {
   link_->post([this, job](RedisConnection* r) {
-    if (r == nullptr) {  // Redis is down: kept, sent again by on_up
+    {
       std::lock_guard lock(mutex_);
-      job->sending = false;
-      return;
+      if (job->sent || is_terminal(job->status)) return;  // sent by on_up first, or cancelled here meanwhile
+      if (r == nullptr) {                                 // Redis is down: kept, sent again by on_up
+        job->sending = false;
+        return;
+      }
     }
     xadd(*r, job);
   });
 }
 
 void ClusterApi::xadd(RedisConnection& r, const std::shared_ptr<Mirror>& job) {
+  if (!job->payload) {
+    try {  // the request is immutable once accepted: read without the lock
+      job->payload = encode_request(job->request, options_.lora_dir);
+    } catch (const Error& e) {
+      log_error("cluster: api: job ", job->id, ": ", e.what());
+      auto event = std::make_shared<JobEvent>();
+      event->kind = JobEventKind::failed;
+      event->job_id = job->id;
+      event->error = e.what();
+      std::lock_guard lock(mutex_);
+      job->sending = false;
+      in_flight_ -= 1;
+      apply_terminal_locked(*job, event, "");
+      return;
+    }
+  }
+  std::vector<std::string> argv = {"XADD", kJobsStream, "MAXLEN", "~", std::to_string(options_.stream_max),
+                                   "*",    "job",       job->id};
+  for (auto& f : payload_fields(*job->payload)) argv.push_back(std::move(f));
   try {
-    r.command({"XADD", kJobsStream, "MAXLEN", "~", std::to_string(options_.stream_max), "*", "job", job->id, "request",
-               job->request_json});
+    r.command(argv);
   } catch (const RedisError&) {
     std::lock_guard lock(mutex_);
     job->sending = false;
@@ -147,20 +154,54 @@ void ClusterApi::xadd(RedisConnection& r, const std::shared_ptr<Mirror>& job) {
   waiting_ += 1;  // until the next poll counts it
 }
 
+void ClusterApi::send_cancel(RedisConnection& r, const std::shared_ptr<Mirror>& job) {
+  r.command({"SET", cancel_key(job->id), "1", "EX", ttl_seconds(options_.result_ttl_s)});
+  std::lock_guard lock(mutex_);
+  job->cancel_sent = true;
+}
+
+bool ClusterApi::data_lost(RedisConnection& r) {
+  const std::string mine = new_job_id(0);  // random enough to tell two connections apart
+  const Reply previous = r.command({"SET", kEpochKey, mine, "NX", "GET"});
+  const std::string epoch = previous.is_nil() ? mine : previous.str;
+  const bool lost = !epoch_.empty() && epoch != epoch_;
+  epoch_ = epoch;
+  return lost;
+}
+
 void ClusterApi::on_up(RedisConnection& r) {
   ensure_group(r);
-  std::vector<std::shared_ptr<Mirror>> unsent;
+  const bool lost = data_lost(r);
+  std::vector<std::shared_ptr<Mirror>> unsent, cancels;
   {
     std::lock_guard lock(mutex_);
-    for (auto& [id, job] : jobs_)
-      if (!job->sent && !is_terminal(job->status)) {
+    for (auto& [id, job] : jobs_) {
+      if (is_terminal(job->status)) continue;
+      if (lost && job->sent) {  // the entry (or its run) went with Redis' data
+        job->sent = false;
+        in_flight_ += 1;
+        resent_ += 1;
+      }
+      if (lost) job->cancel_sent = false;
+      if (!job->sent) {
         job->sending = true;
         unsent.push_back(job);
       }
+      if (job->cancel_requested && !job->cancel_sent) cancels.push_back(job);
+    }
   }
+  if (lost) log_warn("cluster: api: redis lost its data (", kEpochKey, " changed): sending every unfinished job again");
   std::sort(unsent.begin(), unsent.end(), [](const auto& a, const auto& b) { return a->sequence < b->sequence; });
   if (!unsent.empty()) log_info("cluster: api: sending ", unsent.size(), " accepted job(s) again");
-  for (const auto& job : unsent) xadd(r, job);
+  if (!cancels.empty()) log_info("cluster: api: sending ", cancels.size(), " cancel(s) made while redis was down");
+  try {
+    for (const auto& job : cancels) send_cancel(r, job);  // first: a resent job is cancelled when claimed
+    for (const auto& job : unsent) xadd(r, job);
+  } catch (const RedisError&) {
+    std::lock_guard lock(mutex_);
+    for (const auto& job : unsent) job->sending = false;
+    throw;
+  }
   poll(r);
 }
 
@@ -168,6 +209,7 @@ void ClusterApi::poll(RedisConnection& r) {
   const Reply length = r.command({"XLEN", kJobsStream});
   const Reply summary = r.command({"XPENDING", kJobsStream, kGroup});
   const Reply model = r.command({"GET", kModelKey});
+  std::vector<LoraFileInfo> offered = read_offers(r);
   std::map<std::string, int64_t> held;
   int64_t pending = 0;
   if (summary.is_array() && summary.size() >= 4) {
@@ -193,6 +235,7 @@ void ClusterApi::poll(RedisConnection& r) {
   waiting_ = length.integer - pending;
   pending_ = pending;
   held_by_ = std::move(held);
+  offered_loras_ = std::move(offered);
   if (!model_name.empty() && model_.empty()) log_info("cluster: api: the workers serve ", model_name);
   if (!model_name.empty()) {
     model_ = model_name;
@@ -212,144 +255,6 @@ void ClusterApi::drop_expired_locked() {
   }
 }
 
-void ClusterApi::events_loop() {
-  Reconnecting redis(options_.url, stopping_, [](bool, const std::string&) {});
-  while (!stopping_) {
-    std::vector<std::pair<std::string, std::string>> watch;  // (job id, last entry)
-    {
-      std::lock_guard lock(mutex_);
-      for (const auto& [id, job] : jobs_)
-        if (job->sent && !is_terminal(job->status)) watch.emplace_back(id, job->last_entry);
-    }
-    if (watch.empty()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      continue;
-    }
-    std::vector<std::string> argv = {"XREAD", "COUNT", "100", "BLOCK", "50", "STREAMS"};
-    for (const auto& w : watch) argv.push_back(events_key(w.first));
-    for (const auto& w : watch) argv.push_back(w.second);
-    Reply reply;
-    try {
-      reply = redis.command(argv);
-    } catch (const std::exception& e) {
-      if (!stopping_) log_warn("cluster: api: reading job events: ", e.what());
-      continue;
-    }
-    if (!reply.is_array()) continue;
-    for (const Reply& stream : reply.elements) {
-      if (stream.size() != 2 || !stream[1].is_array()) continue;
-      const std::string& key = stream[0].str;  // flux:job:<id>:events
-      const std::string prefix = "flux:job:", suffix = ":events";
-      if (key.size() <= prefix.size() + suffix.size()) continue;
-      const std::string id = key.substr(prefix.size(), key.size() - prefix.size() - suffix.size());
-      for (const Reply& entry : stream[1].elements) {
-        if (entry.size() != 2) continue;
-        std::string worker;
-        try {
-          auto event = std::make_shared<JobEvent>(event_from_fields(entry[1], id, &worker));
-          if (event->kind == JobEventKind::completed) {
-            auto result = std::const_pointer_cast<JobResult>(event->result);
-            const Reply png = redis.command({"GET", png_key(id)});
-            FLUX_CHECK(!png.is_nil(), "job ", id, ": completed, but ", png_key(id), " is missing");
-            result->encoded.assign(png.str.begin(), png.str.end());
-            if (thumbnail_encoder_) {
-              const Image image = decode_image(result->encoded.data(), result->encoded.size(), png_key(id));
-              result->thumbnail = thumbnail_encoder_(image);
-            }
-          }
-          apply(id, entry[0].str, event, worker);
-        } catch (const std::exception& e) {
-          log_error("cluster: api: job ", id, " event ", entry[0].str, ": ", e.what());
-          std::lock_guard lock(mutex_);
-          if (auto it = jobs_.find(id); it != jobs_.end()) it->second->last_entry = entry[0].str;
-        }
-      }
-    }
-  }
-}
-
-void ClusterApi::apply(const std::string& id, const std::string& entry, std::shared_ptr<const JobEvent> event,
-                       const std::string& worker) {
-  std::lock_guard lock(mutex_);
-  auto it = jobs_.find(id);
-  if (it == jobs_.end()) return;
-  Mirror& job = *it->second;
-  job.last_entry = entry;
-  if (is_terminal(job.status)) return;  // never a second terminal event
-  const auto now = Clock::now();
-  switch (event->kind) {
-    case JobEventKind::started:
-      job.status = JobStatus::running;
-      job.started = now;
-      job.worker = worker;
-      break;
-    case JobEventKind::stage:
-      job.last_stage = event;
-      if (event->total > 0) job.total = event->total;
-      break;
-    case JobEventKind::step:
-      job.last_step = event;
-      job.step = event->step;
-      job.total = event->total;
-      stats_.steps += 1;
-      break;
-    case JobEventKind::completed:
-    case JobEventKind::failed:
-    case JobEventKind::cancelled: {
-      if (job.status == JobStatus::queued) job.started = now;
-      job.status = event->kind == JobEventKind::completed ? JobStatus::completed
-                   : event->kind == JobEventKind::failed  ? JobStatus::failed
-                                                          : JobStatus::cancelled;
-      job.finished = now;
-      job.terminal = event;
-      job.result = event->result;
-      if (job.status == JobStatus::completed) {
-        stats_.jobs_completed += 1;
-        stats_.job_seconds_sum += seconds_between(job.started, job.finished);
-        done_by_[worker] += 1;
-      }
-      stats_.jobs_failed += job.status == JobStatus::failed;
-      stats_.jobs_cancelled += job.status == JobStatus::cancelled;
-      break;
-    }
-    default:
-      return;  // queued events are this node's own
-  }
-  publish_locked(id, event, is_terminal(job.status));
-  if (event->kind == JobEventKind::started || is_terminal(job.status)) publish_positions_locked();
-}
-
-void ClusterApi::publish_locked(const std::string& id, const std::shared_ptr<const JobEvent>& event, bool last) {
-  auto it = subscribers_.find(id);
-  if (it == subscribers_.end()) return;
-  for (const Subscriber& s : it->second) {
-    EventHandler handler = s.handler;
-    s.post([handler, event] { handler(event); });
-  }
-  if (last) subscribers_.erase(it);
-}
-
-int ClusterApi::position_locked(const Mirror& job) const {
-  int position = 1;
-  for (const auto& [id, other] : jobs_)
-    if (other->status == JobStatus::queued && other->sequence < job.sequence) ++position;
-  return position;
-}
-
-void ClusterApi::publish_positions_locked() {
-  for (auto& [id, job] : jobs_) {
-    if (job->status != JobStatus::queued) continue;
-    const int position = position_locked(*job);
-    if (position == job->published_position) continue;
-    job->published_position = position;
-    auto event = std::make_shared<JobEvent>();
-    event->kind = JobEventKind::queued;
-    event->job_id = id;
-    event->position = position;
-    publish_locked(id, event, false);
-  }
-}
-
 bool ClusterApi::cancel(const std::string& id, const std::string& reason) {
   std::shared_ptr<Mirror> job;
   {
@@ -357,6 +262,7 @@ bool ClusterApi::cancel(const std::string& id, const std::string& reason) {
     auto it = jobs_.find(id);
     if (it == jobs_.end() || is_terminal(it->second->status)) return false;
     job = it->second;
+    job->cancel_requested = true;
     if (!job->sent && !job->sending) {  // never reached Redis: cancelled here
       auto event = std::make_shared<JobEvent>();
       event->kind = JobEventKind::cancelled;
@@ -372,12 +278,12 @@ bool ClusterApi::cancel(const std::string& id, const std::string& reason) {
       return true;
     }
   }
-  link_->post([this, id](RedisConnection* r) {
-    if (r == nullptr) {
-      log_warn("cluster: api: cancel of job ", id, " not delivered: redis is down");
+  link_->post([this, job](RedisConnection* r) {
+    if (r == nullptr) {  // kept: on_up sends it when Redis returns
+      log_warn("cluster: api: cancel of job ", job->id, " kept until redis returns");
       return;
     }
-    r->command({"SET", cancel_key(id), "1", "EX", ttl_seconds(options_.result_ttl_s)});
+    send_cancel(*r, job);  // on a lost connection: kept likewise (cancel_sent stays false)
   });
   return true;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "cluster/redis.h"
@@ -17,6 +18,10 @@ struct ClusterOptions {
   size_t stream_max = 10000;   // XADD MAXLEN ~: a safety bound; finished entries are deleted
   double result_ttl_s = 3600;  // the PNG, the event stream and the cancel key expire after this
   int cancel_poll_ms = 100;    // worker: how often a running job's cancel key is read
+  // serve --lora-dir. API node: the folder a request's LoRA paths are named against (they cross as names; "" = the
+  // requests hold names already). Worker: where the names resolve.
+  std::string lora_dir;
+  uint64_t max_image_pixels = 4096ull * 4096ull;  // worker: an init image decoded from a job entry
 };
 
 }  // namespace flux::cluster

@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "cluster/job_codec.h"
 #include "cluster/reconnecting.h"
+#include "pipeline/lora_dir.h"
 
 namespace flux::cluster {
 
@@ -19,7 +20,7 @@ using std::chrono::milliseconds;
 struct ClusterWorker::Claimed {
   std::string entry;  // stream entry id
   std::string id;     // job id
-  std::string request;
+  JobPayload payload;
 };
 
 // The engine's events for the claim thread: the engine posts each into it (never calling the claim thread).
@@ -47,6 +48,8 @@ class ClusterWorker::Inbox {
 };
 
 namespace {
+
+constexpr const char* kCancelDuplicate = "duplicate";  // the reason of a local cancel: another entry runs the job
 
 std::string ttl_seconds(double ttl_s) { return std::to_string(std::max<int64_t>(1, static_cast<int64_t>(ttl_s))); }
 
@@ -83,9 +86,21 @@ std::string ClusterWorker::node_status_json() const {
   std::lock_guard lock(mutex_);
   nlohmann::json j = {
       {"role", "worker"}, {"name", options_.name}, {"queue", options_.url.text()}, {"redis", redis_up_ ? "up" : "down"},
-      {"jobs", held_},    {"jobs_done", done_}};
+      {"jobs", held_},    {"jobs_done", done_},    {"duplicates", duplicates_}};
   if (!last_error_.empty()) j["redis_error"] = last_error_;
   return j.dump();
+}
+
+std::string ClusterWorker::node_metrics() const {
+  std::lock_guard lock(mutex_);
+  const std::string label = "{worker=\"" + prometheus_label(options_.name) + "\"} ";
+  return str_cat("# HELP flux_cluster_worker_jobs_held Jobs this worker holds (claimed from Redis, running).\n",
+                 "# TYPE flux_cluster_worker_jobs_held gauge\n", "flux_cluster_worker_jobs_held", label, held_.size(),
+                 "\n# HELP flux_cluster_worker_jobs_done_total Jobs this worker completed.\n",
+                 "# TYPE flux_cluster_worker_jobs_done_total counter\n", "flux_cluster_worker_jobs_done_total", label,
+                 done_, "\n# HELP flux_cluster_worker_duplicates_total Entries acknowledged without running: another ",
+                 "entry of the same job runs it.\n# TYPE flux_cluster_worker_duplicates_total counter\n",
+                 "flux_cluster_worker_duplicates_total", label, duplicates_, "\n");
 }
 
 void ClusterWorker::claim_loop() {
@@ -111,6 +126,7 @@ void ClusterWorker::claim_loop() {
         redis.command({"SET", kModelKey, model});
         model_published_ = true;
       }
+      publish_offer(redis);
       claim_next(redis);
     } catch (const std::exception& e) {
       if (!stopping_) {
@@ -140,7 +156,7 @@ bool ClusterWorker::claim_next(Reconnecting& r) {
   }
   job.entry = entry->first;
   job.id = entry->second->field("job");
-  job.request = entry->second->field("request");
+  job.payload = payload_from_fields(*entry->second);
   handle(r, job);
   return true;
 }
@@ -168,6 +184,17 @@ void ClusterWorker::handle(Reconnecting& r, const Claimed& job) {
     ack();
     return;
   }
+  // Exactly once, when one job is two entries (an XADD sent again): the first entry to claim the job id runs it; a
+  // re-claim of the same entry (its worker died) runs it again, counting tries as below.
+  const std::string owner = claim_owner(r, job);
+  if (owner != job.entry) {
+    log_info("cluster: worker ", options_.name, ": entry ", job.entry, " duplicates job ", job.id, " (run by entry ",
+             owner, "); acknowledged");
+    ack();
+    std::lock_guard lock(mutex_);
+    duplicates_ += 1;
+    return;
+  }
   const Reply pending = r.command({"XPENDING", kJobsStream, kGroup, job.entry, job.entry, "1"});
   const int64_t deliveries = pending.is_array() && pending.size() == 1 ? pending[0][3].integer : 1;
   JobEvent terminal;
@@ -191,13 +218,40 @@ void ClusterWorker::handle(Reconnecting& r, const Claimed& job) {
   run(r, job);
 }
 
+void ClusterWorker::publish_offer(Reconnecting& r) {
+  const auto now = Clock::now();
+  if (now < next_offer_) return;
+  next_offer_ = now + std::chrono::seconds(5);
+  const LoadStatus load = engine_->load_status();
+  nlohmann::json loras = nlohmann::json::array();
+  if (!options_.lora_dir.empty()) {
+    try {
+      for (const LoraFileInfo& f : list_lora_dir(options_.lora_dir))
+        loras.push_back({{"name", f.name}, {"size", f.size}, {"format", f.format}});
+    } catch (const Error& e) {
+      log_warn("cluster: worker ", options_.name, ": ", e.what());
+    }
+  }
+  const nlohmann::json offer = {
+      {"model", load.model}, {"variant", load.variant ? variant_name(*load.variant) : ""}, {"loras", std::move(loras)}};
+  r.command({"SET", worker_key(options_.name), offer.dump(), "EX", "15"});
+  r.command({"SADD", kWorkersKey, options_.name});
+}
+
+std::string ClusterWorker::claim_owner(Reconnecting& r, const Claimed& job) {
+  const Reply previous =
+      r.command({"SET", owner_key(job.id), job.entry, "NX", "GET", "EX", ttl_seconds(options_.result_ttl_s)});
+  return previous.is_nil() ? job.entry : previous.str;
+}
+
 void ClusterWorker::run(Reconnecting& r, const Claimed& job) {
   GenerateRequest request;
   std::string local;
   auto inbox = std::make_shared<Inbox>();
   std::optional<JobEvent> refused;
   try {
-    request = request_from_json(job.request);
+    request = decode_request(job.payload, options_.max_image_pixels);
+    resolve_loras(request, options_.lora_dir);
     if (const char* crash = std::getenv("FLUX_TEST_CRASH_ON_PROMPT"); crash && request.prompt == crash) {
       log_error("cluster: worker ", options_.name, ": FLUX_TEST_CRASH_ON_PROMPT matched job ", job.id, "; aborting");
       std::abort();
@@ -226,13 +280,33 @@ void ClusterWorker::run(Reconnecting& r, const Claimed& job) {
   Clock::time_point next_heartbeat = Clock::now() + heartbeat;
   bool finished = false;
   bool started_seen = false;
+  bool lost = false;  // another entry of the job owns it now: publish nothing more
   while (!finished) {
-    for (const auto& event : inbox->take(milliseconds(options_.cancel_poll_ms))) {
+    const auto events = inbox->take(milliseconds(options_.cancel_poll_ms));
+    // Still the job's owner (checked before publishing)? After Redis lost its data the API sends the job again: the
+    // first entry to (re)claim the id keeps it, and a run that lost it stops without a terminal event.
+    if (!refused && !lost && claim_owner(r, job) != job.entry) {
+      log_warn("cluster: worker ", options_.name, ": job ", job.id, " is run by another entry now; stopping");
+      lost = true;
+      engine_->cancel(local, kCancelDuplicate);
+    }
+    for (const auto& event : events) {
       if (event->kind == JobEventKind::queued) continue;
       if (event->kind == JobEventKind::started && started_seen) continue;  // a replay of the subscription
       started_seen = started_seen || event->kind == JobEventKind::started;
       if (event->kind == JobEventKind::cancelled && event->reason == kCancelServerStopping) {
         finished = true;  // this node stops: the entry stays pending, another worker reclaims it
+        break;
+      }
+      const JobEventKind k = event->kind;
+      const bool terminal = k == JobEventKind::completed || k == JobEventKind::failed || k == JobEventKind::cancelled;
+      if (lost) {
+        if (!terminal) continue;
+        r.command({"XACK", kJobsStream, kGroup, job.entry});  // another entry of the job runs it
+        r.command({"XDEL", kJobsStream, job.entry});
+        finished = true;
+        std::lock_guard lock(mutex_);
+        duplicates_ += 1;
         break;
       }
       JobEvent copy = *event;
@@ -245,8 +319,7 @@ void ClusterWorker::run(Reconnecting& r, const Claimed& job) {
       std::vector<std::string> argv = {"XADD", events_key(job.id), "MAXLEN", "~", "1000", "*"};
       for (auto& f : event_fields(copy, options_.name)) argv.push_back(std::move(f));
       r.command(argv);
-      const JobEventKind k = event->kind;
-      if (k == JobEventKind::completed || k == JobEventKind::failed || k == JobEventKind::cancelled) {
+      if (terminal) {
         r.command({"EXPIRE", events_key(job.id), ttl_seconds(options_.result_ttl_s)});
         r.command({"XACK", kJobsStream, kGroup, job.entry});
         r.command({"XDEL", kJobsStream, job.entry});
@@ -258,6 +331,7 @@ void ClusterWorker::run(Reconnecting& r, const Claimed& job) {
     }
     if (finished) break;
     if (!r.command({"GET", cancel_key(job.id)}).is_nil()) engine_->cancel(local, kCancelByUser);
+    publish_offer(r);
     if (Clock::now() >= next_heartbeat) {  // still ours: reset the entry's idle time (JUSTID: no delivery counted)
       r.command({"XCLAIM", kJobsStream, kGroup, options_.name, "0", job.entry, "JUSTID"});
       next_heartbeat = Clock::now() + heartbeat;

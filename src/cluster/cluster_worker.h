@@ -1,12 +1,17 @@
 // ClusterWorker (serve --role worker): a local Engine (one job at a time) fed from Redis. Its claim thread, while
 // the engine is idle, first reclaims a job another worker left pending longer than the visibility timeout
 // (XAUTOCLAIM), else reads a new one (XREADGROUP ... BLOCK 1000). A job delivered more than --max-tries times is
-// failed without running; a job whose terminal event already exists is only acknowledged (exactly once). While a
-// job runs the thread re-claims it every visibility/3 (so it is not stolen), polls its cancel key, and publishes
-// each engine event to the job's event stream; on completion: SET the PNG (with the TTL), the completed event,
-// then XACK + XDEL. A job cancelled because this node stops is left pending for another worker.
-// HTTP on a worker: /health (with the jobs it holds), /metrics, the job routes of its local engine; submitting is
-// refused (jobs go to an API node).
+// failed without running; a job whose terminal event already exists is only acknowledged (exactly once). One job
+// can be two entries (the API sent its XADD again after a lost reply, or after Redis lost the stream): before
+// running, the worker SETs flux:job:<id>:owner <entry> NX, and an entry whose job id another entry owns is
+// acknowledged without running (the same entry reclaimed after its worker died still runs, counting tries). While
+// a job runs the thread re-claims it every visibility/3 (so it is not stolen), polls its cancel key and its owner
+// key (a run whose job another entry owns now stops without a terminal event), and publishes each engine event to
+// the job's event stream; on completion: SET the PNG (with the TTL), the completed event, then XACK + XDEL. A job
+// cancelled because this node stops is left pending for another worker. Requests carry LoRAs by name: they resolve
+// in this worker's --lora-dir, and a name it lacks fails the job with the single-process server's text.
+// HTTP on a worker: /health (with the jobs it holds), /metrics (jobs held, completed, duplicates), the job routes of
+// its local engine; submitting is refused (jobs go to an API node).
 #pragma once
 
 #include <atomic>
@@ -42,6 +47,7 @@ class ClusterWorker : public JobService {
   void unsubscribe(const std::string& id, uint64_t subscription) override { engine_->unsubscribe(id, subscription); }
   void shutdown() override;
   std::string node_status_json() const override;
+  std::string node_metrics() const override;
 
  private:
   struct Claimed;
@@ -50,6 +56,10 @@ class ClusterWorker : public JobService {
   bool claim_next(Reconnecting& redis);
   void handle(Reconnecting& redis, const Claimed& job);
   void run(Reconnecting& redis, const Claimed& job);
+  // SET flux:job:<id>:owner <entry> NX: the entry that owns the job id (this one when it was free).
+  std::string claim_owner(Reconnecting& redis, const Claimed& job);
+  // Every few seconds (claim thread): SET flux:worker:<name> (model, LoRA names) EX 15, SADD flux:workers.
+  void publish_offer(Reconnecting& redis);
 
   std::unique_ptr<Engine> engine_;
   ClusterOptions options_;
@@ -58,7 +68,9 @@ class ClusterWorker : public JobService {
   bool redis_up_ = false;
   std::string last_error_;
   uint64_t done_ = 0;
+  uint64_t duplicates_ = 0;       // entries acknowledged without running (another entry of the job runs it)
   bool model_published_ = false;  // claim thread only
+  std::chrono::steady_clock::time_point next_offer_{};  // claim thread only
   std::atomic<bool> stopping_{false};
   std::thread thread_;
   std::once_flag shutdown_once_;

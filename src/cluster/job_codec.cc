@@ -41,35 +41,6 @@ double to_double(const std::string& text) {
 
 }  // namespace
 
-std::string request_to_json(const GenerateRequest& r) {
-  FLUX_CHECK(!r.init_image, "image: img2img requests are not supported by the cluster roles yet (serve --role all)");
-  FLUX_CHECK(r.loras.empty(), "loras: per-request LoRA adapters are not supported by the cluster roles yet");
-  FLUX_CHECK(!r.noise.defined(), "noise: explicit noise is not supported by the cluster roles");
-  return json{{"prompt", r.prompt},     {"width", r.width}, {"height", r.height},  {"steps", r.steps},
-              {"guidance", r.guidance}, {"seed", r.seed},   {"preview", r.preview}}
-      .dump();
-}
-
-GenerateRequest request_from_json(const std::string& text) {
-  const std::string what = "job request";
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail(what, ": not JSON: ", e.what());
-  }
-  FLUX_CHECK(j.is_object(), what, ": expected a JSON object");
-  GenerateRequest r;
-  r.prompt = get<std::string>(j, "prompt", what);
-  r.width = get<int>(j, "width", what);
-  r.height = get<int>(j, "height", what);
-  r.steps = get<int>(j, "steps", what);
-  r.guidance = get<float>(j, "guidance", what);
-  r.seed = get<uint64_t>(j, "seed", what);
-  r.preview = get<bool>(j, "preview", what);
-  return r;
-}
-
 std::vector<std::string> event_fields(const JobEvent& e, const std::string& worker) {
   std::vector<std::string> f = {"type", kEventNames[static_cast<int>(e.kind)], "worker", worker};
   auto add = [&f](const char* name, const std::string& value) {
@@ -163,6 +134,19 @@ JobEvent event_from_fields(const Reply& fields, const std::string& job_id, std::
 bool is_terminal_fields(const Reply& fields) {
   const std::string type = fields.field("type");
   return type == "completed" || type == "failed" || type == "cancelled";
+}
+
+std::string prometheus_label(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
 }
 
 void ensure_group(RedisConnection& redis) {

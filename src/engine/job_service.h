@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/job.h"
+#include "pipeline/lora_dir.h"
 
 namespace flux {
 
@@ -41,6 +42,12 @@ class JobService {
   virtual void shutdown() = 0;
   // Node-specific facts for /health (a JSON object as text, e.g. the cluster's queue and workers); "" = none.
   virtual std::string node_status_json() const { return ""; }
+  // Node-specific series for /metrics (Prometheus text, HELP and TYPE lines included), appended to the server's
+  // own; "" = none.
+  virtual std::string node_metrics() const { return ""; }
+  // The LoRA adapters the node's workers offer when it has no folder of its own (a cluster API node: the union of
+  // what each live worker publishes; `path` empty); nullopt = none but the server's --lora-dir.
+  virtual std::optional<std::vector<LoraFileInfo>> offered_loras() const { return std::nullopt; }
 };
 
 }  // namespace flux

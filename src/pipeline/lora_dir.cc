@@ -63,7 +63,7 @@ std::optional<std::string> format_of(const fs::path& path, uintmax_t size) {
 
 }  // namespace
 
-std::string resolve_lora_name(const std::string& dir, const std::string& name) {
+void check_lora_name(const std::string& name) {
   if (name.empty()) invalid(name, "empty");
   if (name.size() > 255) invalid(name.substr(0, 40) + "...", "longer than 255 bytes");
   if (name.find('\0') != std::string::npos || name.find('\\') != std::string::npos)
@@ -73,6 +73,11 @@ std::string resolve_lora_name(const std::string& dir, const std::string& name) {
     invalid(name, "absolute paths are not allowed: give a name inside --lora-dir");
   for (const fs::path& part : rel)
     if (part == "..") invalid(name, "\"..\" is not allowed: give a name inside --lora-dir");
+}
+
+std::string resolve_lora_name(const std::string& dir, const std::string& name) {
+  check_lora_name(name);
+  const fs::path rel(name);
   const fs::path d = canonical_dir(dir);
   fs::path candidate = d / rel;
   std::error_code ec;
@@ -86,6 +91,16 @@ std::string resolve_lora_name(const std::string& dir, const std::string& name) {
   if (real.extension() != kExt) invalid(name, "not a .safetensors file (only those are adapters)");
   if (!format_of(real, fs::file_size(real, ec))) invalid(name, "not a LoRA (no tensor is named like a LoRA's)");
   return real.string();
+}
+
+std::string lora_name_of(const std::string& dir, const std::string& path) {
+  const fs::path d = canonical_dir(dir);
+  const fs::path p(path);
+  FLUX_CHECK(inside(d, p), "lora ", path, ": not inside the LoRA folder ", d.string());
+  std::string name = p.lexically_relative(d).string();
+  if (name.size() > kExt.size() && name.compare(name.size() - kExt.size(), kExt.size(), kExt) == 0)
+    name.resize(name.size() - kExt.size());
+  return name;
 }
 
 std::vector<LoraFileInfo> list_lora_dir(const std::string& dir) {

@@ -21,6 +21,12 @@ struct LoraNameError : Error {
 
 // The canonical path of the adapter `name` inside `dir`; throws LoraNameError.
 std::string resolve_lora_name(const std::string& dir, const std::string& name);
+// The syntax checks of resolve_lora_name alone (no folder needed: an API node of the cluster roles checks names
+// its workers resolve); throws LoraNameError (invalid).
+void check_lora_name(const std::string& name);
+// The name a request would give for `path` (a resolve_lora_name result) in `dir`: the path below the canonical
+// folder without ".safetensors". Throws Error when `path` is not inside `dir`.
+std::string lora_name_of(const std::string& dir, const std::string& path);
 
 struct LoraFileInfo {
   std::string name;    // as a request names it: the path below the folder without ".safetensors"

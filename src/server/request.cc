@@ -59,7 +59,7 @@ uint64_t parse_seed(const json& v) {
 std::vector<LoraSpec> parse_loras(const json& v, const Limits& limits) {
   const std::string p = "loras";
   if (!v.is_array()) bad(p, str_cat("loras: expected an array of {\"name\", \"strength\"}, got ", type_name(v)));
-  if (!v.empty() && limits.lora_dir.empty())
+  if (!v.empty() && limits.lora_dir.empty() && !limits.lora_names_only)
     bad(p, "loras: this server has no LoRA folder (start it with serve --lora-dir DIR)");
   if (v.size() > static_cast<size_t>(limits.max_loras))
     bad(p, str_cat("loras: at most ", limits.max_loras, " adapters, got ", v.size()));
@@ -85,7 +85,12 @@ std::vector<LoraSpec> parse_loras(const json& v, const Limits& limits) {
     }
     if (name.empty()) bad(p, str_cat(where, ".name: required"));
     try {
-      out.push_back({resolve_lora_name(limits.lora_dir, name), strength});
+      if (limits.lora_dir.empty()) {  // lora_names_only: the worker resolves it
+        check_lora_name(name);
+        out.push_back({name, strength});
+      } else {
+        out.push_back({resolve_lora_name(limits.lora_dir, name), strength});
+      }
     } catch (const LoraNameError& e) {
       const bool missing = e.kind == LoraNameError::Kind::not_found;
       throw HttpError(missing ? 404 : 400, str_cat(where, ": ", e.what()), p,

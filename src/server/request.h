@@ -17,9 +17,13 @@ struct Limits {
   int max_n = 4;  // images per OpenAI request
   int default_width = 1024;
   int default_height = 1024;
-  // Where a request's `loras` names resolve (serve --lora-dir; pipeline/lora_dir.h); empty = LoRAs refused.
+  // Where a request's `loras` names resolve (serve --lora-dir; pipeline/lora_dir.h); empty = LoRAs refused
+  // (unless lora_names_only).
   std::string lora_dir;
-  int max_loras = 8;  // adapters per request
+  // An API node of the cluster roles without a folder of its own: names pass the syntax checks only and stay names
+  // (LoraSpec::path = the name); the worker that runs the job resolves them in its --lora-dir.
+  bool lora_names_only = false;
+  int max_loras = 8;                       // adapters per request
   int64_t max_image_pixels = 4096 * 4096;  // an uploaded init image (img2img), checked before it is decoded
 };
 

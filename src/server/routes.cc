@@ -107,8 +107,8 @@ Response config(const ServerContext& c) {
             {"default_guidance", nullptr},
             {"img2img", true},
             {"max_image_pixels", l.max_image_pixels},
-            {"loras", !l.lora_dir.empty()},
-            {"max_loras", l.lora_dir.empty() ? 0 : l.max_loras},
+            {"loras", !l.lora_dir.empty() || l.lora_names_only},
+            {"max_loras", l.lora_dir.empty() && !l.lora_names_only ? 0 : l.max_loras},
             {"max_queue", c.options.max_queue},
             {"max_n", l.max_n},
             {"auth", c.options.access.enabled()}};
@@ -136,13 +136,21 @@ void check_model(const std::string& model, const ServerContext& c) {
                   "model", "model_not_found");
 }
 
-// GET /v1/loras: the adapters of --lora-dir (each file's header is read once, then remembered by size and mtime).
+}  // namespace
+
+std::vector<LoraFileInfo> served_loras(const ServerContext& c) {
+  if (!c.options.limits.lora_dir.empty()) return list_lora_dir(c.options.limits.lora_dir);
+  return c.engine.offered_loras().value_or(std::vector<LoraFileInfo>{});
+}
+
+namespace {
+
+// GET /v1/loras: the adapters of --lora-dir (each file's header is read once, then remembered by size and mtime),
+// or on a cluster API node without one, what its workers offer.
 Response loras(const ServerContext& c) {
   json data = json::array();
-  if (!c.options.limits.lora_dir.empty()) {
-    for (const LoraFileInfo& f : list_lora_dir(c.options.limits.lora_dir))
-      data.push_back({{"name", f.name}, {"object", "lora"}, {"size", f.size}, {"format", f.format}});
-  }
+  for (const LoraFileInfo& f : served_loras(c))
+    data.push_back({{"name", f.name}, {"object", "lora"}, {"size", f.size}, {"format", f.format}});
   return json_response(200, {{"object", "list"}, {"data", data}});
 }
 
@@ -367,7 +375,8 @@ RouteResult route_request(const Request& request, ServerContext& c) {
   }
   if (p == "/metrics") {
     only("GET");
-    return respond({200, "text/plain; version=0.0.4", c.metrics.render(c.engine.stats(), c.engine.load_status()), {}});
+    const std::string text = c.metrics.render(c.engine.stats(), c.engine.load_status()) + c.engine.node_metrics();
+    return respond({200, "text/plain; version=0.0.4", text, {}});
   }
   if (p == "/v1/loras") {
     only("GET");

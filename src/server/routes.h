@@ -65,6 +65,8 @@ const std::vector<RouteSpec>& route_table();
 bool path_matches(const std::string& path_template, const std::string& path);
 // The model id GET /v1/models lists: "flux.1-schnell" or "flux.1-dev" once known, "flux.1" while loading.
 std::string listed_model_id(const ServerContext& context);
+// The adapters requests may name: --lora-dir's, or (a cluster API node without one) what its workers offer.
+std::vector<LoraFileInfo> served_loras(const ServerContext& context);
 
 RouteResult route_request(const Request& request, ServerContext& context);
 // Kind::parse_image, part 1 (any thread; pure): the request's body -> ImageRequest with its init image decoded.

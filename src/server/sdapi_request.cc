@@ -184,7 +184,7 @@ void parse_override_settings(const json& v, std::optional<Variant> variant, std:
 void add_lora_tags(const std::vector<LoraTag>& tags, const Limits& limits, SdapiRequest& r) {
   for (const LoraTag& tag : tags) {
     const std::string label = str_cat("<lora:", tag.name, ">");
-    if (limits.lora_dir.empty()) {
+    if (limits.lora_dir.empty() && !limits.lora_names_only) {
       r.warnings.push_back(str_cat(label, ": ignored, this server has no LoRA folder (serve --lora-dir DIR)"));
       continue;
     }
@@ -193,6 +193,11 @@ void add_lora_tags(const std::vector<LoraTag>& tags, const Limits& limits, Sdapi
     if (tag.extra_weights)
       r.warnings.push_back(str_cat(label, ": only the first weight is used (one strength for the whole model)"));
     try {
+      if (limits.lora_dir.empty()) {  // lora_names_only (a cluster API node): the worker resolves the name
+        check_lora_name(tag.name);
+        r.image.generate.loras.push_back({tag.name, static_cast<float>(tag.weight)});
+        continue;
+      }
       r.image.generate.loras.push_back({resolve_lora_name(limits.lora_dir, tag.name), static_cast<float>(tag.weight)});
     } catch (const LoraNameError& e) {
       if (e.kind == LoraNameError::Kind::not_found) {

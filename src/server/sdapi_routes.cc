@@ -86,8 +86,7 @@ json set_options(const Request& request, const ServerContext& c) {
 
 json loras(const ServerContext& c) {
   json out = json::array();
-  if (c.options.limits.lora_dir.empty()) return out;
-  for (const LoraFileInfo& f : list_lora_dir(c.options.limits.lora_dir))
+  for (const LoraFileInfo& f : served_loras(c))
     out.push_back({{"name", f.name},
                    {"alias", f.name},
                    {"path", f.name + ".safetensors"},  // below the LoRA folder (its location stays private)
