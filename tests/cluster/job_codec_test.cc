@@ -20,15 +20,6 @@ using cluster::decode_request;
 using cluster::encode_request;
 using cluster::JobPayload;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(JobCodecTest, ImageNoiseAndLorasCrossByValueAndName) {
   const std::string dir = temp_dir("codec_loras");
   fs::create_directories(dir + "/styles");
