@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -101,6 +102,25 @@ size_t release_file_pages(const void* data, size_t bytes) {
 }
 
 void set_evict_released_pages(bool on) { g_evict.store(on, std::memory_order_relaxed); }
+
+void read_ahead(const std::string& path, std::stop_token stop) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  struct stat st {};
+  if (null >= 0 && ::fstat(fd, &st) == 0) {
+    // sendfile to /dev/null reads through the page cache without copying to user space; one piece at a time, so
+    // a reader of the same file (faulting its pages in) never waits behind a deep queue of read-ahead.
+    constexpr size_t kChunk = size_t{2} << 20;
+    off_t off = 0;
+    while (off < st.st_size && !stop.stop_requested()) {
+      const ssize_t n = ::sendfile(null, fd, &off, kChunk);
+      if (n <= 0 && !(n < 0 && errno == EINTR)) break;
+    }
+  }
+  if (null >= 0) ::close(null);
+  ::close(fd);
+}
 
 void MappedFile::prefetch(size_t offset, size_t bytes) const {
   if (data_ == nullptr || offset >= size_) return;

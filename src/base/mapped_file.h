@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stop_token>
 #include <string>
 
 namespace flux {
@@ -43,5 +44,12 @@ size_t release_file_pages(const void* data, size_t bytes);
 // read per call, from disk again at every job). Off by default: a machine with room keeps the copied files cached
 // for the next start. Process-wide.
 void set_evict_released_pages(bool on);
+
+// Reads the whole file at `path` into the page cache, 2 MiB at a time (sendfile to /dev/null: no copy to user
+// space), returning at the end of the file or at the next piece once `stop` is requested. For a file the next job
+// reads per call (T5), so its first call does not wait for the disk: the load runs it on a thread of its own once
+// its own read pass is over, and the disk then works while the CPU packs or computes. Does nothing for a file
+// that cannot be opened (the binding reports that). Blocks for as long as the disk takes.
+void read_ahead(const std::string& path, std::stop_token stop = {});
 
 }  // namespace flux

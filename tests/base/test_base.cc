@@ -16,6 +16,7 @@
 #include <mutex>
 #include <numeric>
 #include <sstream>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -416,6 +417,32 @@ TEST(MappedFile, ReleasedPagesLeaveThePageCacheOnlyWhenEvictionIsOn) {
     else
       EXPECT_GT(cached, 0.9) << "released pages stay in the page cache";
   }
+}
+
+TEST(MappedFile, ReadAheadBringsAFileIntoThePageCache) {
+  const std::string path = test::temp_dir("mmap-read-ahead") + "/w.bin";
+  constexpr size_t kBytes = (size_t{96} << 20) + 12345;  // 48 chunks of read_ahead's 2 MiB and a partial one
+  {
+    std::vector<uint8_t> data(kBytes, 0x3c);
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data.data()), kBytes);
+  }
+  auto drop = [&] {  // out of the page cache (written back first: dirty pages are never dropped)
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    ::fsync(fd);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  };
+  auto file = MappedFile::open(path);  // never read through: mincore sees the page cache only
+  drop();
+  ASSERT_LT(cached_fraction(file->data(), kBytes), 0.1) << "the page cache let the file go";
+  std::stop_source stopped;
+  stopped.request_stop();
+  read_ahead(path, stopped.get_token());
+  EXPECT_LT(cached_fraction(file->data(), kBytes), 0.1) << "a stopped read-ahead reads nothing";
+  read_ahead(path);
+  EXPECT_GT(cached_fraction(file->data(), kBytes), 0.99) << "read_ahead brought every piece into the page cache";
+  read_ahead(path + ".missing");  // nothing to read: no error, no crash
 }
 
 }  // namespace
