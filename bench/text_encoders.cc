@@ -184,10 +184,13 @@ Report bench_t5(const std::string& dir, int reps) {
 
   Report r{"T5-XXL", len, 24, 0, 0, 0, 0, 0, 0, 0};
   r.layer_s = median_seconds(reps, [&] { (void)model.forward(ids); });
-  // The same layer bound at Precision::f32 and int8 (the T5 figure of the int8 path): time, the 24-layer
-  // extrapolation, and the rms relative error of the layer's output against f32 products.
+  // The same layer bound at Precision::f32, bf16 (where the CPU has AVX512_BF16) and int8 (the T5 figure of the
+  // int8 path): time, the 24-layer extrapolation, and the rms relative error of the layer's output against f32
+  // products (bf16's is the yardstick for int8's).
   Tensor f32_out;
-  for (kernels::Precision prec : {kernels::Precision::f32, kernels::Precision::int8}) {
+  std::vector<kernels::Precision> precisions = {kernels::Precision::f32, kernels::Precision::int8};
+  if (cpu_features().avx512_bf16) precisions.insert(precisions.begin() + 1, kernels::Precision::bf16);
+  for (kernels::Precision prec : precisions) {
     kernels::set_default_precision(prec);
     nn::detail::set_int8_everywhere(true);  // the pipeline keeps the text encoders out of int8 (nn.h): measure why
     const T5Encoder m = T5Encoder::load(store, c);
