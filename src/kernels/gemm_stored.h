@@ -70,8 +70,8 @@ void gemm_stored_bf16(const StoredGemm& g);
 // sub-tiles of kc / 2 * 64 units) in the layout above, at the current ISA level.
 void dequantize_stored_tile(const StoredGemm& g, int64_t n0, int64_t rows, int64_t k0, int64_t kc, uint32_t* tile);
 
-// Linear's per_call bf16 products of non-bf16 stored weights use gemm_stored_bf16 (on, the default) or the
-// widened panels handed to oneDNN (off): for benchmarks and tests (defined in linear.cc).
+// Linear's per_call bf16 products use gemm_stored_bf16 (on, the default) or oneDNN (off: the stored bf16 rows,
+// or widened panels of any other form): for benchmarks and tests (defined in linear.cc).
 void set_linear_stored_gemm(bool on);
 
 // One thread's task: features [n0, n0 + nc) (nc <= b.nc) of y over all of K (in blocks of b.kc) and M. `tile`

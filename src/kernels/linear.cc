@@ -1,15 +1,16 @@
 // kernels::Linear on oneDNN's matmul: y[M, N] = x[M, K] W^T + b, W stored [N, K] (read by oneDNN as a
 // [K, N] matrix). WeightMode::prepacked packs the weight once at construction into the blocked layout oneDNN
-// prefers (format any; linear_pack.h). WeightMode::per_call hands oneDNN the weight as the rows it is stored
-// in (format ba, [N, K]): oneDNN's brgemm copies such a weight into its blocking inside its own loops, which
-// costs 2-4% of the product (bench_matmul quant, Zen 4), where a separate packing pass cost 10-25%. A weight
-// stored in the compute dtype is read where it lies, in one call over all N; any other stored form (f16, f8,
-// the ggml block types; bf16 under f32 products) is widened one panel of output features at a time into a
-// reused per-thread scratch of about 2 MB (an L2's worth), each panel's product then copied into its columns
-// of y (a strided destination sends oneDNN to a slower kernel): memory for the weight stays its storage form
-// plus one panel, and no full-size widened copy ever exists. Under bf16 products that widening ran at the
-// machine's memcpy rate without overlapping the product, so there such weights go to gemm_stored.h instead, at
-// every M, which dequantizes tiles inside its own blocking (at M = 4608 it also beat the blocked panels below).
+// prefers (format any; linear_pack.h). WeightMode::per_call keeps the weight in its storage form, and:
+//  - under bf16 products, every stored form (bf16 included) goes to gemm_stored.h's kernel, which converts
+//    tiles inside its own blocking, at every M. Widening panels for oneDNN ran at the machine's memcpy rate
+//    without overlapping the product, and oneDNN reading bf16 rows where they lie (format ba; its brgemm copies
+//    them into its blocking inside its loops) ran at 0.86-0.98x of prepacked against 0.94-1.05x through
+//    gemm_stored (bench_matmul stored, Zen 5, M = 256 to 4608);
+//  - under f32 products, an f32 weight is read where it lies (format ba, one call over all N); any other form
+//    is widened one panel of output features at a time into a reused per-thread scratch of about 2 MB (an L2's
+//    worth), each panel's product then copied into its columns of y (a strided destination sends oneDNN to a
+//    slower kernel), or, from kBlockedFromM rows, packed blocked per panel. Memory for the weight stays its
+//    storage form plus one panel: no full-size widened copy ever exists.
 // Compute type: f32 for f32 weights; for bf16/f16/f8 and ggml block-quantized weights (dequantized with
 // tensor/quant.h) see linear_compute_dtype() (bf16 x bf16 -> f32 where AVX512_BF16 is fast, else f32 with the
 // weight widened). Primitives are cached per (M, panel width) (the token count varies).
@@ -72,8 +73,8 @@ constexpr int64_t kWidenPanelBytes = 2 << 20;
 constexpr int64_t kDefaultBlockedFromM = 2048;
 std::atomic<int64_t> kBlockedFromM{kDefaultBlockedFromM};  // tests lower it (set_linear_blocked_from_m)
 std::atomic<bool> g_direct_pack{true};
-// per_call bf16 products of weights stored in another form, at every M: gemm_stored.h's kernel (dequantizing
-// tiles inside its own blocking) instead of widened or blocked panels handed to oneDNN.
+// per_call bf16 products, at every M: gemm_stored.h's kernel (converting tiles inside its own blocking) instead
+// of the stored bf16 rows, or widened or blocked panels of any other form, handed to oneDNN.
 std::atomic<bool> g_stored_gemm{true};
 
 // The direct packer's view of md, logging once (debug) when it does not know the layout.
@@ -112,7 +113,7 @@ struct Linear::Impl {
   DType compute = DType::f32;  // f32 or bf16: the dtype oneDNN multiplies; i8: int8 below does the products
   std::unique_ptr<detail::Int8Linear> int8;
   Tensor weight;               // storage form [N, K]; kept only in per_call mode
-  bool stored_gemm = false;    // per_call: gemm_stored_bf16 takes this weight (at every M)
+  bool stored_gemm = false;    // per_call bf16 products: gemm_stored_bf16 takes this weight (at every M)
   std::vector<float> bias;     // [N] or empty
   // prepacked: `rows` is all of N, blocked, packed once into `packed`. per_call: `rows` (the stored rows, or
   // panels widened to them) below kBlockedFromM rows of x, `blocks` (panels packed blocked) from there on.
@@ -299,7 +300,7 @@ Linear::Linear(Tensor weight, Tensor bias, WeightMode mode, Precision precision)
   const bool widen = d != im.compute;
   im.rows = im.make_panels(widen ? fit(std::min(g_panel_bytes.load(), kWidenPanelBytes)) : im.n, false, widen, false);
   im.blocks = im.make_panels(fit(g_panel_bytes.load()), true, true, true);
-  im.stored_gemm = widen && im.compute == DType::bf16 && detail::gemm_stored_supports(d, im.k);
+  im.stored_gemm = (widen || d == DType::bf16) && im.compute == DType::bf16 && detail::gemm_stored_supports(d, im.k);
   im.weight = std::move(weight);
 }
 

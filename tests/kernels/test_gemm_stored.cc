@@ -243,25 +243,28 @@ TEST(GemmStored, ProductLargeShapes) {
 }
 
 // Linear's per_call bf16 products of a stored-form weight take this kernel at every M, also from the 2048 rows on
-// where they used to pack blocked panels for oneDNN: its output is the kernel's, bit for bit.
+// where they used to pack blocked panels for oneDNN, and a bf16 weight too (oneDNN read its rows where they lay):
+// its output is the kernel's, bit for bit.
 TEST(GemmStored, LinearPerCallTakesItAtEveryM) {
   if (!cpu_features().avx512_bf16) GTEST_SKIP() << "bf16 products need AVX512_BF16 (FLUX_CPU caps it)";
   kernels::detail::force_bf16_products(1);
   const int64_t n = 70, k = 512;
-  const Tensor w = make_weight(DType::q8_0, n, k, 9);
-  const Tensor bias = Tensor::from_f32({n}, random_floats(size_t(n), 10));
-  const kernels::Linear lin(w, bias, kernels::WeightMode::per_call);
-  for (int64_t m : {int64_t{3}, int64_t{2050}}) {
-    SCOPED_TRACE("m " + std::to_string(m));
-    const auto x = random_floats(size_t(m * k), uint64_t(m));
-    std::vector<float> y(size_t(m * n)), ref(size_t(m * n));
-    lin.forward(x.data(), m, y.data());
-    std::vector<uint16_t> xb(x.size());
-    convert_f32_to_bf16(x.data(), xb.data(), xb.size());
-    StoredGemm g = gemm_of(w);
-    g.x = xb.data(), g.m = m, g.bias = bias.data<float>(), g.y = ref.data();
-    kernels::detail::gemm_stored_bf16(g);
-    EXPECT_EQ(std::memcmp(y.data(), ref.data(), y.size() * sizeof(float)), 0);
+  for (DType dtype : {DType::q8_0, DType::bf16}) {
+    const Tensor w = make_weight(dtype, n, k, 9);
+    const Tensor bias = Tensor::from_f32({n}, random_floats(size_t(n), 10));
+    const kernels::Linear lin(w, bias, kernels::WeightMode::per_call);
+    for (int64_t m : {int64_t{3}, int64_t{256}, int64_t{2050}}) {
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + " m " + std::to_string(m));
+      const auto x = random_floats(size_t(m * k), uint64_t(m));
+      std::vector<float> y(size_t(m * n)), ref(size_t(m * n));
+      lin.forward(x.data(), m, y.data());
+      std::vector<uint16_t> xb(x.size());
+      convert_f32_to_bf16(x.data(), xb.data(), xb.size());
+      StoredGemm g = gemm_of(w);
+      g.x = xb.data(), g.m = m, g.bias = bias.data<float>(), g.y = ref.data();
+      kernels::detail::gemm_stored_bf16(g);
+      EXPECT_EQ(std::memcmp(y.data(), ref.data(), y.size() * sizeof(float)), 0);
+    }
   }
   kernels::detail::force_bf16_products(-1);
 }
