@@ -146,9 +146,9 @@ struct PassShape {
 };
 
 // The products of a pass (FLUX step, T5 encode) per stored form per call, against the bf16 weight prepacked:
-// each shape timed once per form (best of reps interleaved rounds), weighted by its count. The criterion: the stored-form path costs at most
-// 10% per step against prepacked bf16 (only the products differ between the modes, so the whole step's ratio is
-// nearer 1 than this products-only one).
+// each shape timed once per form (best of reps interleaved rounds), weighted by its count. The criterion: the
+// stored-form path costs at most 10% per step against prepacked bf16 (only the products differ between the modes, so
+// the whole step's ratio is nearer 1 than this products-only one).
 void bench_pass(int reps, const char* what, const std::vector<PassShape>& shapes) {
   const char* forms[] = {"bf16", "f16", "f8_e4m3", "q8_0", "q4_K"};
   double base = 0, flop = 0;
@@ -257,8 +257,7 @@ void bench_int8_shape(int reps, double peak, int64_t m, int64_t k, int64_t n, co
   for (auto mode : {kernels::WeightMode::prepacked, kernels::WeightMode::per_call}) {
     const kernels::Linear lin(w16, bias, mode, kernels::Precision::int8);
     const double t = best_seconds(reps, [&] { lin.forward(x.data(), m, y.data()); });
-    line(mode == kernels::WeightMode::prepacked ? "Linear int8 prepacked" : "Linear int8 per_call (bf16 w.)", t,
-         base);
+    line(mode == kernels::WeightMode::prepacked ? "Linear int8 prepacked" : "Linear int8 per_call (bf16 w.)", t, base);
   }
 }
 

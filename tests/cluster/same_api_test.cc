@@ -52,21 +52,7 @@ std::string picture_png() {
 
 // The golden tiny schnell weights (the LoRA fixtures are made for them).
 std::vector<std::string> golden_args(const std::string& lora_dir) {
-  const std::string w = golden_dir() + "/weights/";
-  std::vector<std::string> a = {"--diffusion-model",
-                                w + "flux1-schnell.safetensors",
-                                "--vae",
-                                w + "ae.safetensors",
-                                "--clip-l",
-                                w + "clip_l.safetensors",
-                                "--t5xxl",
-                                w + "t5xxl.safetensors",
-                                "--tokenizers",
-                                tokenizer_dir(),
-                                "--max-pixels",
-                                "65536",
-                                "--threads",
-                                "1"};
+  std::vector<std::string> a = golden_server_args("flux1-schnell", 1);
   if (!lora_dir.empty()) a.insert(a.end(), {"--lora-dir", lora_dir});
   return a;
 }

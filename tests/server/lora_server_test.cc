@@ -31,11 +31,9 @@ class LoraServerTest : public ::testing::Test {
     fs::copy_file(g + "lora_c_xlabs.safetensors", root + "/secret.safetensors");
     fs::create_symlink(root + "/secret.safetensors", dir_ + "/link_out.safetensors");
     std::ofstream(dir_ + "/readme.txt") << "not an adapter";
-    const std::string w = golden_dir() + "/weights/";
-    server_ = new ServerProcess({"--diffusion-model", w + "flux1-schnell.safetensors", "--vae", w + "ae.safetensors",
-                                 "--clip-l", w + "clip_l.safetensors", "--t5xxl", w + "t5xxl.safetensors",
-                                 "--tokenizers", tokenizer_dir(), "--lora-dir", dir_, "--max-pixels", "65536",
-                                 "--threads", "2"});
+    std::vector<std::string> args = golden_server_args();
+    args.insert(args.end(), {"--lora-dir", dir_});
+    server_ = new ServerProcess(args);
     ASSERT_GT(server_->port(), 0) << server_->log();
     ASSERT_TRUE(server_->wait_status("ready")) << server_->log();
   }
@@ -68,7 +66,6 @@ class LoraServerTest : public ::testing::Test {
 };
 std::string LoraServerTest::dir_;
 ServerProcess* LoraServerTest::server_ = nullptr;
-
 
 TEST_F(LoraServerTest, ListsTheFolder) {
   const HttpResponse r = http_request(server_->port(), "GET", "/v1/loras");

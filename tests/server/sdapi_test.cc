@@ -196,29 +196,10 @@ class SdapiServerTest : public ::testing::Test {
     const std::string root = temp_dir("sdapi_server");
     fs::create_directories(root + "/loras");
     fs::copy_file(golden_dir() + "/lora/lora_a_kohya.safetensors", root + "/loras/style_a.safetensors");
-    const std::string w = golden_dir() + "/weights/";
-    server_ = new ServerProcess({"--diffusion-model",
-                                 w + "flux1-schnell.safetensors",
-                                 "--vae",
-                                 w + "ae.safetensors",
-                                 "--clip-l",
-                                 w + "clip_l.safetensors",
-                                 "--t5xxl",
-                                 w + "t5xxl.safetensors",
-                                 "--tokenizers",
-                                 tokenizer_dir(),
-                                 "--lora-dir",
-                                 root + "/loras",
-                                 "--max-pixels",
-                                 "65536",
-                                 "--max-steps",
-                                 "1000",
-                                 "--queue-size",
-                                 "2",
-                                 "--max-n",
-                                 "4",
-                                 "--threads",
-                                 "2"});
+    std::vector<std::string> args = golden_server_args();
+    args.insert(args.end(),
+                {"--lora-dir", root + "/loras", "--max-steps", "1000", "--queue-size", "2", "--max-n", "4"});
+    server_ = new ServerProcess(args);
     ASSERT_GT(server_->port(), 0) << server_->log();
     ASSERT_TRUE(server_->wait_status("ready")) << server_->log();
   }
@@ -510,10 +491,7 @@ TEST_F(SdapiServerTest, FullQueueAnswers429AndABatchIsAllOrNothing) {
 
 // FLUX.1-dev: cfg_scale is the distilled guidance (the same pixels as a native job with that guidance).
 TEST(SdapiDevServerTest, CfgScaleIsTheGuidance) {
-  const std::string w = golden_dir() + "/weights/";
-  ServerProcess server({"--diffusion-model", w + "flux1-dev.safetensors", "--vae", w + "ae.safetensors", "--clip-l",
-                        w + "clip_l.safetensors", "--t5xxl", w + "t5xxl.safetensors", "--tokenizers", tokenizer_dir(),
-                        "--max-pixels", "65536", "--threads", "2"});
+  ServerProcess server(golden_server_args("flux1-dev"));
   ASSERT_GT(server.port(), 0) << server.log();
   ASSERT_TRUE(server.wait_status("ready")) << server.log();
   const json base = {{"prompt", "a cat"}, {"width", 64}, {"height", 64}, {"steps", 2}, {"seed", 5}};

@@ -302,4 +302,22 @@ std::string base64_decode(const std::string& s) {
   return out;
 }
 
+std::vector<std::string> golden_server_args(const std::string& model, int threads) {
+  const std::string w = golden_dir() + "/weights/";
+  return {"--diffusion-model",
+          w + model + ".safetensors",
+          "--vae",
+          w + "ae.safetensors",
+          "--clip-l",
+          w + "clip_l.safetensors",
+          "--t5xxl",
+          w + "t5xxl.safetensors",
+          "--tokenizers",
+          tokenizer_dir(),
+          "--max-pixels",
+          "65536",
+          "--threads",
+          std::to_string(threads)};
+}
+
 }  // namespace flux::test

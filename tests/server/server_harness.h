@@ -61,7 +61,7 @@ class ServerProcess {
   explicit ServerProcess(const std::vector<std::string>& args);
   ~ServerProcess();  // SIGTERM, then SIGKILL if it has not exited after 30 s
   int port() const { return port_; }
-  pid_t pid() const { return pid_; }  // -1 once reaped
+  pid_t pid() const { return pid_; }         // -1 once reaped
   bool running() const { return pid_ > 0; }  // started and not reaped yet
   // Sends SIGTERM and returns the exit code (128 + signal if killed by a signal, -1 on timeout).
   int terminate(std::chrono::milliseconds timeout = std::chrono::seconds(30));
@@ -83,6 +83,10 @@ class ServerProcess {
 bool poll_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout = std::chrono::seconds(30));
 // A tiny test model (made once per process in a temp dir).
 const std::string& tiny_model_dir();
+// `serve`'s model arguments for the golden tiny weights (../shared/golden/weights: the transformer `model`,
+// "flux1-schnell" or "flux1-dev", the VAE, CLIP-L, T5) with the real tokenizers, then --max-pixels 65536 and
+// --threads `threads`; callers append their own.
+std::vector<std::string> golden_server_args(const std::string& model = "flux1-schnell", int threads = 2);
 std::string base64_decode(const std::string& s);
 
 }  // namespace flux::test
