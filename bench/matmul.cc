@@ -304,8 +304,9 @@ WallCpu best_wall_cpu(int reps, const std::function<void()>& fn) {
 
 // The stored-form GEMM per weight form, per call, against the bf16 weight prepacked (oneDNN): GFLOP/s, % of
 // the bf16 dot peak and the ratio, by wall time and by CPU time. "bf16 via stored GEMM" runs the kernel on a bf16
-// weight (x already bf16): its tiles are plain copies, so that row is the microkernel's own rate. Linear's
-// per_call path takes this kernel at every M; "blocked" rows (from M = 2048) time the path it replaced there
+// weight (x already bf16): its tiles are plain copies, so that row is the microkernel's own rate. "bf16 per_call"
+// is Linear's per_call bf16 weight (that kernel, x converted from f32 included), "bf16 per_call oneDNN" the path it
+// replaced (oneDNN reading the stored rows). Linear's per_call path takes this kernel at every M; "blocked" rows (from M = 2048) time the path it replaced there
 // (panels packed blocked for oneDNN, linear.cc's kBlockedFromM), "widened" rows (with `widened`) the one it
 // replaced below: panels widened to bf16, then oneDNN.
 struct StoredBenchShape {

@@ -9,6 +9,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "base/log.h"
 #include "base/mapped_file.h"
@@ -541,14 +542,14 @@ std::unique_ptr<Pipeline> Pipeline::load(const ModelPaths& paths, const LoadOpti
   std::jthread read_ahead;
   auto start_read_ahead = [&] {
     if (transformer_first || read_ahead.joinable()) return;
+    const std::pair<Component, const WeightStore*> order[] = {{Component::t5, &t5_store},
+                                                              {Component::clip, &clip_store},
+                                                              {Component::transformer, &flux_store},
+                                                              {Component::vae, &ae_store}};
     std::vector<std::string> paths;
-    for (Component c : {Component::t5, Component::clip, Component::transformer, Component::vae}) {
+    for (const auto& [c, store] : order) {
       if (modes[static_cast<size_t>(c)] != WeightMode::per_call) continue;
-      const WeightStore& s = c == Component::t5            ? t5_store
-                             : c == Component::clip        ? clip_store
-                             : c == Component::transformer ? flux_store
-                                                           : ae_store;
-      for (const std::string& f : s.files()) paths.push_back(f);
+      for (const std::string& f : store->files()) paths.push_back(f);
     }
     read_ahead = read_ahead_files(std::move(paths));
   };
