@@ -1,16 +1,17 @@
 // bench_matmul: the FLUX linear layers (M = 1280 tokens) through kernels::Linear (f32 and bf16 weights,
 // prepacked and per-call), our own matmul_f32, and a plain oneDNN matmul written here as the baseline, all in
 // the same run; then one FLUX-sized attention. Each figure: warm-up, then the best of a few repetitions.
-// Usage: bench_matmul [reps [attention|quant [two-pass]|int8|step]]   (default 2 repetitions; "attention" runs only the
-// attention line; "quant" only the stored-form rows: bf16, f16, f8_e4m3, q8_0 and q4_K Linears, prepacked and
-// per call, against bf16 prepacked, on the FLUX shapes at M = 1280 and 4608 and the T5-XXL shapes at M = 256
-// and 512; "two-pass" adds per-call rows packed the old way, widen then oneDNN's reorder; "int8" only the int8
-// rows: Linear at Precision::int8, prepacked and per call, against oneDNN f32 (and bf16) prepacked on the same
+// Usage: bench_matmul [reps [attention|quant [two-pass]|int8|step [M... KxN...]|tiles]]   (default 2 repetitions;
+// "attention" runs only the attention line; "quant" only the stored-form rows: bf16, f16, f8_e4m3, q8_0 and q4_K
+// Linears, prepacked and per call, against bf16 prepacked, on the FLUX shapes at M = 1280 and 4608 and the T5-XXL
+// shapes at M = 256 and 512; "two-pass" adds per-call rows packed the old way, widen then oneDNN's reorder; "int8" only
+// the int8 rows: Linear at Precision::int8, prepacked and per call, against oneDNN f32 (and bf16) prepacked on the same
 // FLUX and T5 shapes, with the machine's int8 peak probed at start; "step" the products of whole passes: one
 // FLUX denoising step at 512x512 (19 double blocks, image stream M = 1024 and text M = 256, and 38 single
 // blocks, M = 1280) and the T5-XXL encode at 256 and 512 tokens, each distinct shape timed once per stored form
-// per call and as bf16 prepacked, summed with its count per pass; "stored [M...] [KxN...] [widened]" the
-// stored-form GEMM against bf16 prepacked, bench_stored_gemm)
+// per call and as bf16 prepacked, summed with its count per pass ("step M... KxN..." the same rounds on just
+// those products); "stored [M...] [KxN...] [widened]" the stored-form GEMM against bf16 prepacked,
+// bench_stored_gemm; "tiles" its dequantize pass per form, bench_tiles)
 #include "kernels/matmul.h"
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "base/aligned_buffer.h"
 #include "base/cpu.h"
 #include "base/thread_pool.h"
 #include "bench_util.h"
@@ -306,9 +308,9 @@ WallCpu best_wall_cpu(int reps, const std::function<void()>& fn) {
 // the bf16 dot peak and the ratio, by wall time and by CPU time. "bf16 via stored GEMM" runs the kernel on a bf16
 // weight (x already bf16): its tiles are plain copies, so that row is the microkernel's own rate. "bf16 per_call"
 // is Linear's per_call bf16 weight (that kernel, x converted from f32 included), "bf16 per_call oneDNN" the path it
-// replaced (oneDNN reading the stored rows). Linear's per_call path takes this kernel at every M; "blocked" rows (from M = 2048) time the path it replaced there
-// (panels packed blocked for oneDNN, linear.cc's kBlockedFromM), "widened" rows (with `widened`) the one it
-// replaced below: panels widened to bf16, then oneDNN.
+// replaced (oneDNN reading the stored rows). Linear's per_call path takes this kernel at every M; "blocked" rows (from
+// M = 2048) time the path it replaced there (panels packed blocked for oneDNN, linear.cc's kBlockedFromM), "widened"
+// rows (with `widened`) the one it replaced below: panels widened to bf16, then oneDNN.
 struct StoredBenchShape {
   int64_t k, n;
 };
@@ -375,6 +377,63 @@ void bench_stored_gemm(int reps, const std::vector<int64_t>& ms, std::vector<Sto
   }
 }
 
+// The stored-form GEMM's dequantize pass alone, per weight form: one 64 x 3072 tile (FLUX's K) converted into the
+// microkernel's layout, single-threaded, best of reps, at the AVX-512 level and by the scalar twin (the baseline);
+// "all tiles" walks the 144 tiles of a 9216-feature weight once (its stored bytes from L3 or DRAM), "one tile" the
+// same tile again (from L1 / L2). Beside it the microkernel's time for one tile's products at M = 256 (from "bf16 via
+// stored GEMM" on the whole weight, per tile and thread), so each line shows the pass's share of a product there.
+void bench_tiles(int reps) {
+  const int64_t n = 9216, k = 3072, m = 256, n_tiles = n / kernels::detail::kStoredNr;
+  const Tensor w32 = Tensor::from_f32({n, k}, random_vector(size_t(n * k), 2));
+  const auto ones = unit_importance(k);
+  const Tensor w16 = w32.to(DType::bf16);
+  double product = 0;  // seconds per tile's products at M = 256, one thread
+  {
+    const std::vector<float> x = random_vector(size_t(m * k), 1);
+    std::vector<uint16_t> xb(x.size());
+    convert_f32_to_bf16(x.data(), xb.data(), xb.size());
+    std::vector<float> y(size_t(m * n));
+    kernels::detail::StoredGemm g;
+    g.dtype = DType::bf16, g.w = w16.raw(), g.n = n, g.k = k, g.x = xb.data(), g.m = m, g.y = y.data();
+    product = best_seconds(reps, [&] { kernels::detail::gemm_stored_bf16(g); }) * default_pool().n_threads() /
+              double(n_tiles);
+  }
+  std::printf("dequantize pass, one 64 x %lld tile, one thread; the products of one tile at M = %lld: %.1f us\n",
+              static_cast<long long>(k), static_cast<long long>(m), product * 1e6);
+  const std::pair<const char*, Tensor> forms[] = {{"bf16", w16},
+                                                  {"f16", w32.to(DType::f16)},
+                                                  {"f8_e4m3", random_f8(n, k)},
+                                                  {"q8_0", quantize(w32, DType::q8_0, ones.data())},
+                                                  {"q4_K", quantize(w32, DType::q4_K, ones.data())},
+                                                  {"q6_K", quantize(w32, DType::q6_K, ones.data())}};
+  AlignedBuffer tile;
+  tile.resize(size_t(kernels::detail::kStoredTileUnits) * sizeof(uint32_t));
+  for (const auto& [name, w] : forms) {
+    kernels::detail::StoredGemm g;
+    g.dtype = w.dtype(), g.w = w.raw(), g.n = n, g.k = k;
+    auto per_tile = [&](bool all) {
+      return best_seconds(reps,
+                          [&] {
+                            for (int64_t t = 0; t < n_tiles; ++t) {
+                              kernels::detail::dequantize_stored_tile(g, all ? t * 64 : 0, 64, 0, k,
+                                                                      tile.as<uint32_t>());
+                            }
+                          }) /
+             double(n_tiles);
+    };
+    const IsaLevel level = isa_level();
+    const double all = per_tile(true), one = per_tile(false);
+    set_cpu_cap(IsaLevel::scalar);
+    const double scalar_one = per_tile(false);
+    set_cpu_cap(level);
+    std::printf(
+        "  %-8s all tiles %6.1f us (%4.1f%% of the products), one tile %6.1f us (%4.1f%%, %5.1f values/ns); "
+        "scalar twin %7.1f us, x%.1f\n",
+        name, all * 1e6, 100.0 * all / product, one * 1e6, 100.0 * one / product, 64.0 * double(k) / one * 1e-9,
+        scalar_one * 1e6, scalar_one / one);
+  }
+}
+
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 2;
   const bool attention_only = argc > 2 && std::string(argv[2]) == "attention";
@@ -387,7 +446,24 @@ int main(int argc, char** argv) {
   if (argc > 2 && std::string(argv[2]) == "step") {
     std::printf("bench_matmul step: %d threads, isa %s; products in %s; best of %d after a warm-up\n",
                 hardware_threads(), isa_name(isa_level()), dtype_name(kernels::linear_compute_dtype()), reps);
-    bench_steps(reps);
+    // Arguments after "step": row counts M and shapes KxN (each shape at each M, count 1) instead of the passes.
+    std::vector<PassShape> products;
+    std::vector<int64_t> ms;
+    for (int i = 3; i < argc; ++i) {
+      if (std::string(argv[i]).find('x') == std::string::npos) ms.push_back(std::atoll(argv[i]));
+    }
+    for (int i = 3; i < argc; ++i) {
+      const std::string a = argv[i];
+      const size_t x = a.find('x');
+      for (int64_t m : ms) {
+        if (x != std::string::npos) products.push_back({m, std::atoll(a.c_str()), std::atoll(a.c_str() + x + 1), 1});
+      }
+    }
+    if (products.empty()) {
+      bench_steps(reps);
+    } else {
+      bench_pass(reps, "these products", products);
+    }
     return 0;
   }
   if (argc > 2 && std::string(argv[2]) == "stored") {
@@ -409,6 +485,11 @@ int main(int argc, char** argv) {
     }
     if (ms.empty()) ms = {256, 512, 1280, 4608};
     bench_stored_gemm(reps, ms, shapes, widened);
+    return 0;
+  }
+  if (argc > 2 && std::string(argv[2]) == "tiles") {
+    std::printf("bench_matmul tiles: isa %s; best of %d after a warm-up\n", isa_name(isa_level()), reps);
+    bench_tiles(reps);
     return 0;
   }
   if (argc > 2 && std::string(argv[2]) == "int8") {
