@@ -407,6 +407,7 @@ void bench_tiles(int reps) {
                                                   {"f8_e4m3", random_f8(n, k)},
                                                   {"q8_0", quantize(w32, DType::q8_0, ones.data())},
                                                   {"q4_K", quantize(w32, DType::q4_K, ones.data())},
+                                                  {"q5_K", quantize(w32, DType::q5_K, ones.data())},
                                                   {"q6_K", quantize(w32, DType::q6_K, ones.data())}};
   AlignedBuffer tile;
   tile.resize(size_t(kernels::detail::kStoredTileUnits) * sizeof(uint32_t));

@@ -1,4 +1,4 @@
-// AVX-512 pack_tile and pack_tile_bf16 / _f16 / _f8 / _q8_0 / _q4_k (linear_pack.h): 16 x 16 transposes of
+// AVX-512 pack_tile and pack_tile_bf16 / _f16 / _f8 / _q8_0 / _q4_k / _q5_k (linear_pack.h): 16 x 16 transposes of
 // 32-bit units (bf16 pairs or floats) in registers. Reached only when cpu_features().avx512() (and avx512_bf16
 // for all but pack_tile), with ku and nb multiples of 16.
 // g++ 12 flags the intrinsics' own `_mm512_undefined_epi32()` pass-through as uninitialized once inlined here.
@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/linear_pack.h"
 #include "tensor/convert.h"
@@ -116,33 +117,35 @@ void pack_tile_q8_0(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64
   });
 }
 
-// q4_K: sub-block s (32 elements) of a super-block is y = (d * sc) * q - dmin * mn with q the low (s even) or
-// high (s odd) nibbles of qs[32 (s / 2) ..] (quant_body.h's q45_k, lane for lane), then rounded as above. The
-// scales of 16 rows' super-block are decoded first, in a loop of their own: decoded per row and sub-block beside
-// the vector work, their scalar chain (6-bit fields, half to float, into a vector register) held it up: a 64 x 3072
-// tile took 29-30 us on one Zen 5 core (warm), 16-21 us so. (A table of a sub-block's 16 values indexed by vpermw,
-// fewer vector operations, took 13-18 us warm but 28-40 us with the stored bytes not in cache, against 21-27 us.)
-void pack_tile_q4_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
-  const __m512i low4 = _mm512_set1_epi32(0xF);
+// q4_K and q5_K: sub-block s (32 elements) of a super-block is y = (d * sc) * q - dmin * mn with q the low (s even)
+// or high (s odd) nibbles of qs[32 (s / 2) ..], for q5_K plus bit s of qh[0..31] as q's fifth bit (quant_body.h's
+// q45_k, lane for lane), then rounded as above. The scales of 16 rows' super-block are decoded first, in a loop of
+// their own: decoded per row and sub-block beside the vector work, their scalar chain (6-bit fields, half to float,
+// into a vector register) held it up: a q4_K 64 x 3072 tile took 29-30 us on one Zen 5 core (warm), 16-21 us so.
+// (A table of a sub-block's 16 values indexed by vpermw, fewer vector operations, took 13-18 us warm but 28-40 us
+// with the stored bytes not in cache, against 21-27 us.)
+template <class Block>
+void pack_tile_k_quants(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
+  constexpr bool kFive = std::is_same_v<Block, blocks::Q5_K>;
+  const __m512i low4 = _mm512_set1_epi32(0xF), one = _mm512_set1_epi32(1);
   constexpr int64_t kUnits = 128;  // units (bf16 pairs) per super-block
   alignas(64) float scale[16][8], min[16][8];
   for (int64_t row0 = 0; row0 < n_rows; row0 += 16) {
     for (int64_t sb = 0; sb < ku / kUnits; ++sb) {
-      const uint8_t* first =
-          rows + static_cast<size_t>(row0) * row_bytes + static_cast<size_t>(sb) * sizeof(blocks::Q4_K);
+      const uint8_t* first = rows + static_cast<size_t>(row0) * row_bytes + static_cast<size_t>(sb) * sizeof(Block);
       for (int r = 0; r < 16; ++r) {
         const uint8_t* bytes = first + static_cast<size_t>(r) * row_bytes;
         const float d = half_to_float(bytes), dmin = half_to_float(bytes + 2);
         for (int sub = 0; sub < 8; ++sub) {
           uint8_t sc, mn;
-          blocks::scale_min_k4(sub, reinterpret_cast<const blocks::Q4_K*>(bytes)->scales, sc, mn);
+          blocks::scale_min_k4(sub, reinterpret_cast<const Block*>(bytes)->scales, sc, mn);
           scale[r][sub] = d * static_cast<float>(sc);
           min[r][sub] = dmin * static_cast<float>(mn);
         }
       }
       pack_units(16, kUnits, nb, out + sb * kUnits * nb + row0, [&](int64_t r, int64_t j) {
         const int sub = static_cast<int>(j / 16);
-        const auto* block = reinterpret_cast<const blocks::Q4_K*>(first + static_cast<size_t>(r) * row_bytes);
+        const auto* block = reinterpret_cast<const Block*>(first + static_cast<size_t>(r) * row_bytes);
         const __m512 d1 = _mm512_set1_ps(scale[r][sub]), m1 = _mm512_set1_ps(min[r][sub]);
         const uint8_t* q = block->qs + 32 * (sub / 2);
         __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
@@ -152,11 +155,26 @@ void pack_tile_q4_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64
         } else {
           lo = _mm512_and_si512(lo, low4), hi = _mm512_and_si512(hi, low4);
         }
+        if constexpr (kFive) {
+          const __m128i shift = _mm_cvtsi32_si128(sub);
+          const __m512i h_lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block->qh)));
+          const __m512i h_hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block->qh + 16)));
+          lo = _mm512_or_si512(lo, _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h_lo, shift), one), 4));
+          hi = _mm512_or_si512(hi, _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h_hi, shift), one), 4));
+        }
         return round_pairs(_mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(lo)), m1),
                            _mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(hi)), m1));
       });
     }
   }
+}
+
+void pack_tile_q4_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
+  pack_tile_k_quants<blocks::Q4_K>(rows, row_bytes, n_rows, ku, nb, out);
+}
+
+void pack_tile_q5_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
+  pack_tile_k_quants<blocks::Q5_K>(rows, row_bytes, n_rows, ku, nb, out);
 }
 
 void pack_tile(const uint32_t* tile, int64_t ld, int64_t rows, int64_t n_blocks, int64_t ku, int64_t nb,
