@@ -1,6 +1,6 @@
 // gemm_stored.h on AVX512_BF16: tiles dequantized and transposed into vdpbf16ps's pair layout by the packer's
-// 16 x 16 transposes (linear_pack_avx512.cc: straight from the stored rows for f16, f8, bf16, f32, q8_0, q4_K
-// and q5_K; the other block types through dequantize_row into a 16-row f32 buffer), then a 6 x 64 microkernel
+// 16 x 16 transposes (linear_pack_avx512.cc: straight from the stored rows for f16, f8, bf16, f32, q8_0, q4_K,
+// q5_K and q6_K; the other block types through dequantize_row into a 16-row f32 buffer), then a 6 x 64 microkernel
 // (24 zmm accumulators, 4 tile loads and 6 broadcasts of x per pair of K), with the next tile's stored bytes
 // prefetched a slice per microkernel call, and the next block's rows of y a block ahead.
 // Measured on one Zen 4 core against oneDNN's bf16 product (process CPU time, so other load does not count):
@@ -48,6 +48,8 @@ void tile_group(const StoredGemm& g, int64_t n_first, int64_t r_valid, int64_t k
         return pack_tile_q4_k(base, row_bytes, 16, ku, kStoredNr, out);
       case DType::q5_K:
         return pack_tile_q5_k(base, row_bytes, 16, ku, kStoredNr, out);
+      case DType::q6_K:
+        return pack_tile_q6_k(base, row_bytes, 16, ku, kStoredNr, out);
       default:
         break;
     }

@@ -1,7 +1,7 @@
-// AVX-512 pack_tile and pack_tile_bf16 / _f16 / _f8 / _q8_0 / _q4_k / _q5_k (linear_pack.h): 16 x 16 transposes of
-// 32-bit units (bf16 pairs or floats) in registers. Reached only when cpu_features().avx512() (and avx512_bf16
-// for all but pack_tile), with ku and nb multiples of 16.
-// g++ 12 flags the intrinsics' own `_mm512_undefined_epi32()` pass-through as uninitialized once inlined here.
+// AVX-512 pack_tile and pack_tile_bf16 / _f16 / _f8 / _q8_0 / _q4_k / _q5_k / _q6_k (linear_pack.h): 16 x 16 transposes
+// of 32-bit units (bf16 pairs or floats) in registers. Reached only when cpu_features().avx512() (and avx512_bf16 for
+// all but pack_tile), with ku and nb multiples of 16. g++ 12 flags the intrinsics' own `_mm512_undefined_epi32()`
+// pass-through as uninitialized once inlined here.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
@@ -164,6 +164,44 @@ void pack_tile_k_quants(const uint8_t* rows, size_t row_bytes, int64_t n_rows, i
         }
         return round_pairs(_mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(lo)), m1),
                            _mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(hi)), m1));
+      });
+    }
+  }
+}
+
+// q6_K: the 32 elements c (0..7) of a super-block are part c % 4 of its half n = c / 4: the low (parts 0, 1) or
+// high (2, 3) nibbles of ql[64 n + 32 (c % 2) ..], bits 2 (c % 4) of qh[32 n ..] as bits 4-5, minus 32, times
+// d * scales[8 n + 2 (c % 4)] (the first 16) or [.. + 1] (the next 16): quant_body.h's q6_k, lane for lane, then
+// rounded as above. The 16 scales of 16 rows' super-block are made first, as for q4_K.
+void pack_tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
+  const __m512i low4 = _mm512_set1_epi32(0xF), three = _mm512_set1_epi32(3), bias = _mm512_set1_epi32(32);
+  constexpr int64_t kUnits = 128;  // units (bf16 pairs) per super-block
+  alignas(64) float scale[16][16];
+  for (int64_t row0 = 0; row0 < n_rows; row0 += 16) {
+    for (int64_t sb = 0; sb < ku / kUnits; ++sb) {
+      const uint8_t* first =
+          rows + static_cast<size_t>(row0) * row_bytes + static_cast<size_t>(sb) * sizeof(blocks::Q6_K);
+      for (int r = 0; r < 16; ++r) {
+        const auto* block = reinterpret_cast<const blocks::Q6_K*>(first + static_cast<size_t>(r) * row_bytes);
+        const float d = half_to_float(reinterpret_cast<const uint8_t*>(&block->d));
+        for (int i = 0; i < 16; ++i) scale[r][i] = d * static_cast<float>(block->scales[i]);
+      }
+      pack_units(16, kUnits, nb, out + sb * kUnits * nb + row0, [&](int64_t r, int64_t j) {
+        const int c = static_cast<int>(j / 16), n = c / 4, part = c % 4;
+        const auto* block = reinterpret_cast<const blocks::Q6_K*>(first + static_cast<size_t>(r) * row_bytes);
+        const uint8_t* ql = block->ql + 64 * n + 32 * (part % 2);
+        const uint8_t* qh = block->qh + 32 * n;
+        const __m128i shift = _mm_cvtsi32_si128(2 * part);
+        auto values = [&](int l) {  // elements l..l + 15 of the part, as int32
+          const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + l)));
+          const __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + l)));
+          const __m512i nibble = part < 2 ? _mm512_and_si512(b, low4) : _mm512_srli_epi32(b, 4);
+          const __m512i high = _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h, shift), three), 4);
+          return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_or_si512(nibble, high), bias));
+        };
+        const float* s = scale[r] + 8 * n + 2 * part;
+        return round_pairs(_mm512_mul_ps(_mm512_set1_ps(s[0]), values(0)),
+                           _mm512_mul_ps(_mm512_set1_ps(s[1]), values(16)));
       });
     }
   }
