@@ -29,11 +29,11 @@
 #include "base/cpu.h"
 #include "base/thread_pool.h"
 #include "bench_util.h"
-#include "peak.h"
 #include "kernels/attention.h"
 #include "kernels/gemm_stored.h"
 #include "kernels/internal.h"
 #include "kernels/linear_int8.h"
+#include "peak.h"
 #include "tensor/convert.h"
 #include "tensor/quantize.h"
 #include "tensor/tensor.h"
@@ -418,7 +418,8 @@ void bench_tiles(int reps) {
       return best_seconds(reps,
                           [&] {
                             for (int64_t t = 0; t < n_tiles; ++t) {
-                              kernels::detail::dequantize_stored_tile(g, all ? t * 64 : 0, 64, 0, k,
+                              kernels::detail::dequantize_stored_tile(g, all ? t * kernels::detail::kStoredNr : 0,
+                                                                      kernels::detail::kStoredNr, 0, k,
                                                                       tile.as<uint32_t>());
                             }
                           }) /
@@ -437,6 +438,28 @@ void bench_tiles(int reps) {
   }
 }
 
+// The arguments after a mode ("step", "stored"): row counts M, shapes KxN (e.g. 3072x12288) and `widened`, in any
+// order.
+struct ProductArgs {
+  std::vector<int64_t> ms;
+  std::vector<StoredBenchShape> shapes;
+  bool widened = false;
+};
+ProductArgs parse_products(int argc, char** argv) {
+  ProductArgs out;
+  for (int i = 3; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "widened") {
+      out.widened = true;
+    } else if (const size_t x = a.find('x'); x != std::string::npos) {
+      out.shapes.push_back({std::atoll(a.c_str()), std::atoll(a.c_str() + x + 1)});
+    } else {
+      out.ms.push_back(std::atoll(a.c_str()));
+    }
+  }
+  return out;
+}
+
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 2;
   const bool attention_only = argc > 2 && std::string(argv[2]) == "attention";
@@ -449,18 +472,11 @@ int main(int argc, char** argv) {
   if (argc > 2 && std::string(argv[2]) == "step") {
     std::printf("bench_matmul step: %d threads, isa %s; products in %s; best of %d after a warm-up\n",
                 hardware_threads(), isa_name(isa_level()), dtype_name(kernels::linear_compute_dtype()), reps);
-    // Arguments after "step": row counts M and shapes KxN (each shape at each M, count 1) instead of the passes.
+    // With row counts and shapes: each shape at each M (count 1) instead of the passes.
+    const ProductArgs a = parse_products(argc, argv);
     std::vector<PassShape> products;
-    std::vector<int64_t> ms;
-    for (int i = 3; i < argc; ++i) {
-      if (std::string(argv[i]).find('x') == std::string::npos) ms.push_back(std::atoll(argv[i]));
-    }
-    for (int i = 3; i < argc; ++i) {
-      const std::string a = argv[i];
-      const size_t x = a.find('x');
-      for (int64_t m : ms) {
-        if (x != std::string::npos) products.push_back({m, std::atoll(a.c_str()), std::atoll(a.c_str() + x + 1), 1});
-      }
+    for (const StoredBenchShape& sh : a.shapes) {
+      for (int64_t m : a.ms) products.push_back({m, sh.k, sh.n, 1});
     }
     if (products.empty()) {
       bench_steps(reps);
@@ -472,22 +488,9 @@ int main(int argc, char** argv) {
   if (argc > 2 && std::string(argv[2]) == "stored") {
     std::printf("bench_matmul stored: %d threads, isa %s; products in %s; best of %d after a warm-up\n",
                 hardware_threads(), isa_name(isa_level()), dtype_name(kernels::linear_compute_dtype()), reps);
-    // Arguments after "stored": row counts M, shapes KxN (e.g. 3072x12288) and `widened`, in any order.
-    std::vector<int64_t> ms;
-    std::vector<StoredBenchShape> shapes;
-    bool widened = false;
-    for (int i = 3; i < argc; ++i) {
-      const std::string a = argv[i];
-      if (a == "widened") {
-        widened = true;
-      } else if (const size_t x = a.find('x'); x != std::string::npos) {
-        shapes.push_back({std::atoll(a.c_str()), std::atoll(a.c_str() + x + 1)});
-      } else {
-        ms.push_back(std::atoll(a.c_str()));
-      }
-    }
-    if (ms.empty()) ms = {256, 512, 1280, 4608};
-    bench_stored_gemm(reps, ms, shapes, widened);
+    ProductArgs a = parse_products(argc, argv);
+    if (a.ms.empty()) a.ms = {256, 512, 1280, 4608};
+    bench_stored_gemm(reps, a.ms, a.shapes, a.widened);
     return 0;
   }
   if (argc > 2 && std::string(argv[2]) == "tiles") {

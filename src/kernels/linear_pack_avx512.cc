@@ -117,6 +117,26 @@ void pack_tile_q8_0(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64
   });
 }
 
+// The K-quants' walk: rows in groups of 16, K in super-blocks of 128 units. For each group's super-block,
+// prepare(r, block) once per row r (its scales, decoded before the vector work), then pack_units with
+// load(r, block, j), j the unit within the super-block.
+template <class Block, class Prepare, class Load>
+inline void pack_super_blocks(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb,
+                              uint32_t* out, Prepare prepare, Load load) {
+  constexpr int64_t kUnits = 128;  // units (bf16 pairs) per super-block
+  for (int64_t row0 = 0; row0 < n_rows; row0 += 16) {
+    for (int64_t sb = 0; sb < ku / kUnits; ++sb) {
+      const uint8_t* first = rows + static_cast<size_t>(row0) * row_bytes + static_cast<size_t>(sb) * sizeof(Block);
+      auto block = [&](int64_t r) {
+        return reinterpret_cast<const Block*>(first + static_cast<size_t>(r) * row_bytes);
+      };
+      for (int r = 0; r < 16; ++r) prepare(r, block(r));
+      pack_units(16, kUnits, nb, out + sb * kUnits * nb + row0,
+                 [&](int64_t r, int64_t j) { return load(r, block(r), j); });
+    }
+  }
+}
+
 // q4_K and q5_K: sub-block s (32 elements) of a super-block is y = (d * sc) * q - dmin * mn with q the low (s even)
 // or high (s odd) nibbles of qs[32 (s / 2) ..], for q5_K plus bit s of qh[0..31] as q's fifth bit (quant_body.h's
 // q45_k, lane for lane), then rounded as above. The scales of 16 rows' super-block are decoded first, in a loop of
@@ -128,45 +148,39 @@ template <class Block>
 void pack_tile_k_quants(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
   constexpr bool kFive = std::is_same_v<Block, blocks::Q5_K>;
   const __m512i low4 = _mm512_set1_epi32(0xF), one = _mm512_set1_epi32(1);
-  constexpr int64_t kUnits = 128;  // units (bf16 pairs) per super-block
   alignas(64) float scale[16][8], min[16][8];
-  for (int64_t row0 = 0; row0 < n_rows; row0 += 16) {
-    for (int64_t sb = 0; sb < ku / kUnits; ++sb) {
-      const uint8_t* first = rows + static_cast<size_t>(row0) * row_bytes + static_cast<size_t>(sb) * sizeof(Block);
-      for (int r = 0; r < 16; ++r) {
-        const uint8_t* bytes = first + static_cast<size_t>(r) * row_bytes;
-        const float d = half_to_float(bytes), dmin = half_to_float(bytes + 2);
-        for (int sub = 0; sub < 8; ++sub) {
-          uint8_t sc, mn;
-          blocks::scale_min_k4(sub, reinterpret_cast<const Block*>(bytes)->scales, sc, mn);
-          scale[r][sub] = d * static_cast<float>(sc);
-          min[r][sub] = dmin * static_cast<float>(mn);
-        }
-      }
-      pack_units(16, kUnits, nb, out + sb * kUnits * nb + row0, [&](int64_t r, int64_t j) {
-        const int sub = static_cast<int>(j / 16);
-        const auto* block = reinterpret_cast<const Block*>(first + static_cast<size_t>(r) * row_bytes);
-        const __m512 d1 = _mm512_set1_ps(scale[r][sub]), m1 = _mm512_set1_ps(min[r][sub]);
-        const uint8_t* q = block->qs + 32 * (sub / 2);
-        __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
-        __m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16)));
-        if (sub % 2) {
-          lo = _mm512_srli_epi32(lo, 4), hi = _mm512_srli_epi32(hi, 4);
-        } else {
-          lo = _mm512_and_si512(lo, low4), hi = _mm512_and_si512(hi, low4);
-        }
-        if constexpr (kFive) {
-          const __m128i shift = _mm_cvtsi32_si128(sub);
-          const __m512i h_lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block->qh)));
-          const __m512i h_hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block->qh + 16)));
-          lo = _mm512_or_si512(lo, _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h_lo, shift), one), 4));
-          hi = _mm512_or_si512(hi, _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h_hi, shift), one), 4));
-        }
-        return round_pairs(_mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(lo)), m1),
-                           _mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(hi)), m1));
-      });
+  auto prepare = [&](int r, const Block* block) {
+    const auto* bytes = reinterpret_cast<const uint8_t*>(block);
+    const float d = half_to_float(bytes), dmin = half_to_float(bytes + 2);
+    for (int sub = 0; sub < 8; ++sub) {
+      uint8_t sc, mn;
+      blocks::scale_min_k4(sub, block->scales, sc, mn);
+      scale[r][sub] = d * static_cast<float>(sc);
+      min[r][sub] = dmin * static_cast<float>(mn);
     }
-  }
+  };
+  auto load = [&](int64_t r, const Block* block, int64_t j) {
+    const int sub = static_cast<int>(j / 16);
+    const __m512 d1 = _mm512_set1_ps(scale[r][sub]), m1 = _mm512_set1_ps(min[r][sub]);
+    const uint8_t* q = block->qs + 32 * (sub / 2);
+    __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+    __m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16)));
+    if (sub % 2) {
+      lo = _mm512_srli_epi32(lo, 4), hi = _mm512_srli_epi32(hi, 4);
+    } else {
+      lo = _mm512_and_si512(lo, low4), hi = _mm512_and_si512(hi, low4);
+    }
+    if constexpr (kFive) {
+      const __m128i shift = _mm_cvtsi32_si128(sub);
+      const __m512i h_lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block->qh)));
+      const __m512i h_hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block->qh + 16)));
+      lo = _mm512_or_si512(lo, _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h_lo, shift), one), 4));
+      hi = _mm512_or_si512(hi, _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h_hi, shift), one), 4));
+    }
+    return round_pairs(_mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(lo)), m1),
+                       _mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(hi)), m1));
+  };
+  pack_super_blocks<Block>(rows, row_bytes, n_rows, ku, nb, out, prepare, load);
 }
 
 // q6_K: the 32 elements c (0..7) of a super-block are part c % 4 of its half n = c / 4: the low (parts 0, 1) or
@@ -175,36 +189,27 @@ void pack_tile_k_quants(const uint8_t* rows, size_t row_bytes, int64_t n_rows, i
 // rounded as above. The 16 scales of 16 rows' super-block are made first, as for q4_K.
 void pack_tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
   const __m512i low4 = _mm512_set1_epi32(0xF), three = _mm512_set1_epi32(3), bias = _mm512_set1_epi32(32);
-  constexpr int64_t kUnits = 128;  // units (bf16 pairs) per super-block
   alignas(64) float scale[16][16];
-  for (int64_t row0 = 0; row0 < n_rows; row0 += 16) {
-    for (int64_t sb = 0; sb < ku / kUnits; ++sb) {
-      const uint8_t* first =
-          rows + static_cast<size_t>(row0) * row_bytes + static_cast<size_t>(sb) * sizeof(blocks::Q6_K);
-      for (int r = 0; r < 16; ++r) {
-        const auto* block = reinterpret_cast<const blocks::Q6_K*>(first + static_cast<size_t>(r) * row_bytes);
-        const float d = half_to_float(reinterpret_cast<const uint8_t*>(&block->d));
-        for (int i = 0; i < 16; ++i) scale[r][i] = d * static_cast<float>(block->scales[i]);
-      }
-      pack_units(16, kUnits, nb, out + sb * kUnits * nb + row0, [&](int64_t r, int64_t j) {
-        const int c = static_cast<int>(j / 16), n = c / 4, part = c % 4;
-        const auto* block = reinterpret_cast<const blocks::Q6_K*>(first + static_cast<size_t>(r) * row_bytes);
-        const uint8_t* ql = block->ql + 64 * n + 32 * (part % 2);
-        const uint8_t* qh = block->qh + 32 * n;
-        const __m128i shift = _mm_cvtsi32_si128(2 * part);
-        auto values = [&](int l) {  // elements l..l + 15 of the part, as int32
-          const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + l)));
-          const __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + l)));
-          const __m512i nibble = part < 2 ? _mm512_and_si512(b, low4) : _mm512_srli_epi32(b, 4);
-          const __m512i high = _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h, shift), three), 4);
-          return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_or_si512(nibble, high), bias));
-        };
-        const float* s = scale[r] + 8 * n + 2 * part;
-        return round_pairs(_mm512_mul_ps(_mm512_set1_ps(s[0]), values(0)),
-                           _mm512_mul_ps(_mm512_set1_ps(s[1]), values(16)));
-      });
-    }
-  }
+  auto prepare = [&](int r, const blocks::Q6_K* block) {
+    const float d = half_to_float(reinterpret_cast<const uint8_t*>(&block->d));
+    for (int i = 0; i < 16; ++i) scale[r][i] = d * static_cast<float>(block->scales[i]);
+  };
+  auto load = [&](int64_t r, const blocks::Q6_K* block, int64_t j) {
+    const int c = static_cast<int>(j / 16), n = c / 4, part = c % 4;
+    const uint8_t* ql = block->ql + 64 * n + 32 * (part % 2);
+    const uint8_t* qh = block->qh + 32 * n;
+    const __m128i shift = _mm_cvtsi32_si128(2 * part);
+    auto values = [&](int l) {  // elements l..l + 15 of the part, as int32
+      const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + l)));
+      const __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + l)));
+      const __m512i nibble = part < 2 ? _mm512_and_si512(b, low4) : _mm512_srli_epi32(b, 4);
+      const __m512i high = _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(h, shift), three), 4);
+      return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_or_si512(nibble, high), bias));
+    };
+    const float* s = scale[r] + 8 * n + 2 * part;
+    return round_pairs(_mm512_mul_ps(_mm512_set1_ps(s[0]), values(0)), _mm512_mul_ps(_mm512_set1_ps(s[1]), values(16)));
+  };
+  pack_super_blocks<blocks::Q6_K>(rows, row_bytes, n_rows, ku, nb, out, prepare, load);
 }
 
 void pack_tile_q4_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
