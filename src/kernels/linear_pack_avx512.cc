@@ -149,15 +149,21 @@ void pack_tile_k_quants(const uint8_t* rows, size_t row_bytes, int64_t n_rows, i
   constexpr bool kFive = std::is_same_v<Block, blocks::Q5_K>;
   const __m512i low4 = _mm512_set1_epi32(0xF), one = _mm512_set1_epi32(1);
   alignas(64) float scale[16][8], min[16][8];
+  // A row's 8 scales and 8 mins at once: scales[0..11] as three words a, b, c, each 6-bit field made in all four
+  // bytes of a word (blocks::scale_min_k4, sub-blocks 0-3 and 4-7), then widened and multiplied 8 at a time.
+  // (Field by field, the scalar decode took about as long as the vector work: a 64 x 3072 tile on one Zen 5 core,
+  // warm, q4_K 16-20 us -> 12 us, q5_K 25 -> 17 us.)
   auto prepare = [&](int r, const Block* block) {
     const auto* bytes = reinterpret_cast<const uint8_t*>(block);
-    const float d = half_to_float(bytes), dmin = half_to_float(bytes + 2);
-    for (int sub = 0; sub < 8; ++sub) {
-      uint8_t sc, mn;
-      blocks::scale_min_k4(sub, block->scales, sc, mn);
-      scale[r][sub] = d * static_cast<float>(sc);
-      min[r][sub] = dmin * static_cast<float>(mn);
-    }
+    uint32_t a, b, c;
+    std::memcpy(&a, block->scales, 4), std::memcpy(&b, block->scales + 4, 4), std::memcpy(&c, block->scales + 8, 4);
+    const uint64_t sc = (a & 0x3F3F3F3Fu) | uint64_t{(c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u)} << 32;
+    const uint64_t mn = (b & 0x3F3F3F3Fu) | uint64_t{((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u)} << 32;
+    auto widen = [](uint64_t fields) {
+      return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(fields))));
+    };
+    _mm256_store_ps(scale[r], _mm256_mul_ps(_mm256_set1_ps(half_to_float(bytes)), widen(sc)));
+    _mm256_store_ps(min[r], _mm256_mul_ps(_mm256_set1_ps(half_to_float(bytes + 2)), widen(mn)));
   };
   auto load = [&](int64_t r, const Block* block, int64_t j) {
     const int sub = static_cast<int>(j / 16);
@@ -191,8 +197,10 @@ void pack_tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64
   const __m512i low4 = _mm512_set1_epi32(0xF), three = _mm512_set1_epi32(3), bias = _mm512_set1_epi32(32);
   alignas(64) float scale[16][16];
   auto prepare = [&](int r, const blocks::Q6_K* block) {
-    const float d = half_to_float(reinterpret_cast<const uint8_t*>(&block->d));
-    for (int i = 0; i < 16; ++i) scale[r][i] = d * static_cast<float>(block->scales[i]);
+    // All 16 at once (one by one: 19.4-19.9 us per warm 64 x 3072 tile, 16.5-17 us so).
+    const __m512 d = _mm512_set1_ps(half_to_float(reinterpret_cast<const uint8_t*>(&block->d)));
+    const __m128i scales = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block->scales));
+    _mm512_store_ps(scale[r], _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scales))));
   };
   auto load = [&](int64_t r, const blocks::Q6_K* block, int64_t j) {
     const int c = static_cast<int>(j / 16), n = c / 4, part = c % 4;
