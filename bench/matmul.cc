@@ -406,6 +406,10 @@ void bench_tiles(int reps) {
                                                   {"f16", w32.to(DType::f16)},
                                                   {"f8_e4m3", random_f8(n, k)},
                                                   {"q8_0", quantize(w32, DType::q8_0, ones.data())},
+                                                  {"q4_0", quantize(w32, DType::q4_0, ones.data())},
+                                                  {"q4_1", quantize(w32, DType::q4_1, ones.data())},
+                                                  {"q5_0", quantize(w32, DType::q5_0, ones.data())},
+                                                  {"q5_1", quantize(w32, DType::q5_1, ones.data())},
                                                   {"q4_K", quantize(w32, DType::q4_K, ones.data())},
                                                   {"q5_K", quantize(w32, DType::q5_K, ones.data())},
                                                   {"q6_K", quantize(w32, DType::q6_K, ones.data())}};

@@ -1,9 +1,9 @@
 // gemm_stored.h on AVX512_BF16: tiles dequantized and transposed into vdpbf16ps's pair layout by the packer's
-// 16 x 16 transposes (linear_pack_avx512.cc: straight from the stored rows for f16, f8, bf16, f32, q8_0, q4_K,
-// q5_K and q6_K; the other block types through dequantize_row into a 16-row f32 buffer), then a 6 x 64 microkernel
-// (24 zmm accumulators, 4 tile loads and 6 broadcasts of x per pair of K), with the next tile's stored bytes
-// prefetched from inside the microkernel (a line or so every kPrefetchPairs pairs of K), and the next block's rows
-// of y a block ahead.
+// 16 x 16 transposes (linear_pack_avx512.cc: straight from the stored rows for f16, f8, bf16, f32, q8_0, q4_0,
+// q4_1, q5_0, q5_1, q4_K, q5_K and q6_K; q2_K and q3_K through dequantize_row into a 16-row f32 buffer), then a
+// 6 x 64 microkernel (24 zmm accumulators, 4 tile loads and 6 broadcasts of x per pair of K), with the next tile's
+// stored bytes prefetched from inside the microkernel (a line or so every kPrefetchPairs pairs of K), and the next
+// block's rows of y a block ahead.
 // Measured on one Zen 4 core against oneDNN's bf16 product (process CPU time, so other load does not count):
 // software prefetch of x's next rows (up to 6 x 8 KB a block ahead) cost 2-4% at every M against leaving them
 // to the hardware prefetcher (M = 4608: 0.96x with, 0.99x without); a 7 x 64 kernel (all 32 zmm, x pairs as
@@ -29,12 +29,13 @@ constexpr int64_t kPrefetchPairs = 8;  // pairs of K between two steps of the ne
 
 // Rows [r0, r0 + 16) of a sub-tile (some past `rows`: zero) into the sub-tile's columns r0..r0 + 15 (`out`
 // points at column r0 of pair 0): through an f32 (or, for bf16, 32-bit unit) buffer where the stored rows cannot
-// be transposed where they lie (block types, or a partial group of rows).
+// be transposed where they lie (q2_K, q3_K, or a partial group of rows).
 void tile_group(const StoredGemm& g, int64_t n_first, int64_t r_valid, int64_t k0, int64_t kc, uint32_t* out) {
   const size_t row_bytes = dtype_nbytes(g.dtype, g.k), skip = dtype_nbytes(g.dtype, k0);
   const auto* base = static_cast<const uint8_t*>(g.w) + static_cast<size_t>(n_first) * row_bytes + skip;
   const int64_t ku = kc / 2;
   if (r_valid == 16) {
+    if (pack_tile_blocks(g.dtype, base, row_bytes, 16, ku, kStoredNr, out)) return;
     switch (g.dtype) {
       case DType::f16:
         return pack_tile_f16(reinterpret_cast<const uint16_t*>(base), g.k, 16, 1, ku, kStoredNr, 0, out);
@@ -44,14 +45,6 @@ void tile_group(const StoredGemm& g, int64_t n_first, int64_t r_valid, int64_t k
         return pack_tile(reinterpret_cast<const uint32_t*>(base), g.k / 2, 16, 1, ku, kStoredNr, 0, out);
       case DType::f32:
         return pack_tile_bf16(reinterpret_cast<const float*>(base), g.k, 16, 1, ku, kStoredNr, 0, out);
-      case DType::q8_0:
-        return pack_tile_q8_0(base, row_bytes, 16, ku, kStoredNr, out);
-      case DType::q4_K:
-        return pack_tile_q4_k(base, row_bytes, 16, ku, kStoredNr, out);
-      case DType::q5_K:
-        return pack_tile_q5_k(base, row_bytes, 16, ku, kStoredNr, out);
-      case DType::q6_K:
-        return pack_tile_q6_k(base, row_bytes, 16, ku, kStoredNr, out);
       default:
         break;
     }

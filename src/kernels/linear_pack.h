@@ -82,14 +82,13 @@ void pack_tile_f16(const uint16_t* rows_f16, int64_t ld, int64_t rows, int64_t n
                    int64_t k_stride, uint32_t* out);
 void pack_tile_f8(const uint8_t* rows_f8, int64_t ld, int64_t rows, int64_t n_blocks, int64_t ku, int64_t nb,
                   int64_t k_stride, uint32_t* out);
-// The same straight from q8_0 / q4_K / q5_K / q6_K weight rows (`rows` at a whole block, rows row_bytes apart; ku a
+// The same straight from weight rows of a ggml block type (`rows` at a whole block, rows row_bytes apart; ku a
 // multiple of 16, for the K-quants of 128 (whole super-blocks), n_rows of 16): each value dequantized with the float
 // operations of quant_body.h (so exactly as dequantize_row at this level), then rounded as above. Writes one block
-// of ku units: out[j * nb + r].
-void pack_tile_q8_0(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out);
-void pack_tile_q4_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out);
-void pack_tile_q5_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out);
-void pack_tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out);
+// of ku units: out[j * nb + r]. Takes q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K and q6_K; false (nothing written)
+// for the others.
+bool pack_tile_blocks(DType dtype, const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb,
+                      uint32_t* out);
 }  // namespace avx512
 
 }  // namespace flux::kernels::detail

@@ -1,7 +1,7 @@
-// AVX-512 pack_tile and pack_tile_bf16 / _f16 / _f8 / _q8_0 / _q4_k / _q5_k / _q6_k (linear_pack.h): 16 x 16 transposes
-// of 32-bit units (bf16 pairs or floats) in registers. Reached only when cpu_features().avx512() (and avx512_bf16 for
-// all but pack_tile), with ku and nb multiples of 16. g++ 12 flags the intrinsics' own `_mm512_undefined_epi32()`
-// pass-through as uninitialized once inlined here.
+// AVX-512 pack_tile, pack_tile_bf16 / _f16 / _f8 and pack_tile_blocks (q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K;
+// linear_pack.h): 16 x 16 transposes of 32-bit units (bf16 pairs or floats) in registers. Reached only when
+// cpu_features().avx512() (and avx512_bf16 for all but pack_tile), with ku and nb multiples of 16. g++ 12 flags the
+// intrinsics' own `_mm512_undefined_epi32()` pass-through as uninitialized once inlined here.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
@@ -99,8 +99,6 @@ struct F8Table {
   }
 };
 
-}  // namespace
-
 // q8_0: y = q * d (quant_body.h's q8_0, lane for lane), then rounded as pack_tile_bf16 rounds.
 void pack_tile_q8_0(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
   pack_units(n_rows, ku, nb, out, [&](int64_t r, int64_t j) {
@@ -114,6 +112,42 @@ void pack_tile_q8_0(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64
     const __m512i lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
     const __m512i hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18)));
     return round_pairs(_mm512_mul_ps(_mm512_cvtepi32_ps(lo), d), _mm512_mul_ps(_mm512_cvtepi32_ps(hi), d));
+  });
+}
+
+// q4_0, q4_1, q5_0, q5_1: element e (0..15) of a block is the low nibble of qs[e], element e + 16 the high one,
+// for q5 plus bit e (e + 16) of qh as the fifth bit; then (q - 8) * d (q4_0), (q - 16) * d (q5_0) or q * d + m
+// (quant_body.h's q4_0, q4_1, q5, lane for lane), rounded as above. d (and m) broadcast as halves, as for q8_0.
+template <class Block>
+void pack_tile_legacy(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
+  constexpr bool kFive = std::is_same_v<Block, blocks::Q5_0> || std::is_same_v<Block, blocks::Q5_1>;
+  constexpr bool kMin = std::is_same_v<Block, blocks::Q4_1> || std::is_same_v<Block, blocks::Q5_1>;
+  constexpr int kOffset = kMin ? 0 : kFive ? 16 : 8;
+  const __m512i low4 = _mm512_set1_epi32(0xF), one = _mm512_set1_epi32(1), offset = _mm512_set1_epi32(kOffset);
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i iota16 = _mm512_add_epi32(iota, _mm512_set1_epi32(16));
+  auto half = [](const uint16_t& h) { return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(h))); };
+  pack_units(n_rows, ku, nb, out, [&](int64_t r, int64_t j) {
+    const auto* block = reinterpret_cast<const Block*>(rows + static_cast<size_t>(r) * row_bytes +
+                                                       static_cast<size_t>(j / 16) * sizeof(Block));
+    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block->qs)));
+    __m512i lo = _mm512_and_si512(q, low4), hi = _mm512_srli_epi32(q, 4);
+    if constexpr (kFive) {
+      uint32_t h;
+      std::memcpy(&h, block->qh, sizeof h);
+      const __m512i hv = _mm512_set1_epi32(static_cast<int>(h));
+      lo = _mm512_add_epi32(lo, _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(hv, iota), one), 4));
+      hi = _mm512_add_epi32(hi, _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(hv, iota16), one), 4));
+    }
+    const __m512 d = half(block->d);
+    if constexpr (kMin) {
+      const __m512 m = half(block->m);
+      return round_pairs(_mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(lo), d), m),
+                         _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(hi), d), m));
+    } else {
+      return round_pairs(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(lo, offset)), d),
+                         _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(hi, offset)), d));
+    }
   });
 }
 
@@ -220,12 +254,23 @@ void pack_tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64
   pack_super_blocks<blocks::Q6_K>(rows, row_bytes, n_rows, ku, nb, out, prepare, load);
 }
 
-void pack_tile_q4_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
-  pack_tile_k_quants<blocks::Q4_K>(rows, row_bytes, n_rows, ku, nb, out);
-}
+}  // namespace
 
-void pack_tile_q5_k(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb, uint32_t* out) {
-  pack_tile_k_quants<blocks::Q5_K>(rows, row_bytes, n_rows, ku, nb, out);
+bool pack_tile_blocks(DType dtype, const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t ku, int64_t nb,
+                      uint32_t* out) {
+  using Packer = void (*)(const uint8_t*, size_t, int64_t, int64_t, int64_t, uint32_t*);
+  const Packer packer = dtype == DType::q8_0   ? pack_tile_q8_0
+                        : dtype == DType::q4_0 ? pack_tile_legacy<blocks::Q4_0>
+                        : dtype == DType::q4_1 ? pack_tile_legacy<blocks::Q4_1>
+                        : dtype == DType::q5_0 ? pack_tile_legacy<blocks::Q5_0>
+                        : dtype == DType::q5_1 ? pack_tile_legacy<blocks::Q5_1>
+                        : dtype == DType::q4_K ? pack_tile_k_quants<blocks::Q4_K>
+                        : dtype == DType::q5_K ? pack_tile_k_quants<blocks::Q5_K>
+                        : dtype == DType::q6_K ? pack_tile_q6_k
+                                               : nullptr;
+  if (!packer) return false;
+  packer(rows, row_bytes, n_rows, ku, nb, out);
+  return true;
 }
 
 void pack_tile(const uint32_t* tile, int64_t ld, int64_t rows, int64_t n_blocks, int64_t ku, int64_t nb,
