@@ -83,6 +83,15 @@ inline float half_to_float(const uint8_t* p) {
   return _cvtsh_ss(h);
 }
 
+// The same, broadcast to 16 lanes and widened in the vector unit (no trip through a scalar register: through
+// half_to_float, the chain per 32 elements held q8_0's conversion up, a 64 x 3072 tile in 15.5 us on one Zen 5
+// core, warm; 9 us so).
+inline __m512 half_to_floats(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, sizeof h);
+  return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(h)));
+}
+
 // 32 floats -> 16 bf16 pairs (vcvtne2ps2bf16 puts its second operand in the low half).
 inline __m512i round_pairs(__m512 lo, __m512 hi) {
   const __m512bh pairs = _mm512_cvtne2ps_pbh(hi, lo);
@@ -104,11 +113,7 @@ void pack_tile_q8_0(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64
   pack_units(n_rows, ku, nb, out, [&](int64_t r, int64_t j) {
     const uint8_t* block =
         rows + static_cast<size_t>(r) * row_bytes + static_cast<size_t>(j / 16) * sizeof(blocks::Q8_0);
-    // d broadcast as a half and widened in the vector unit: through half_to_float and a scalar register, the
-    // chain per 32 elements held the conversion up (a 64 x 3072 tile in 15.5 us on one Zen 5 core, warm; 9 us so).
-    uint16_t h;
-    std::memcpy(&h, block, sizeof h);
-    const __m512 d = _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(h)));
+    const __m512 d = half_to_floats(block);
     const __m512i lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
     const __m512i hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18)));
     return round_pairs(_mm512_mul_ps(_mm512_cvtepi32_ps(lo), d), _mm512_mul_ps(_mm512_cvtepi32_ps(hi), d));
@@ -126,7 +131,6 @@ void pack_tile_legacy(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int
   const __m512i low4 = _mm512_set1_epi32(0xF), one = _mm512_set1_epi32(1), offset = _mm512_set1_epi32(kOffset);
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i iota16 = _mm512_add_epi32(iota, _mm512_set1_epi32(16));
-  auto half = [](const uint16_t& h) { return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(h))); };
   pack_units(n_rows, ku, nb, out, [&](int64_t r, int64_t j) {
     const auto* block = reinterpret_cast<const Block*>(rows + static_cast<size_t>(r) * row_bytes +
                                                        static_cast<size_t>(j / 16) * sizeof(Block));
@@ -139,9 +143,9 @@ void pack_tile_legacy(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int
       lo = _mm512_add_epi32(lo, _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(hv, iota), one), 4));
       hi = _mm512_add_epi32(hi, _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(hv, iota16), one), 4));
     }
-    const __m512 d = half(block->d);
+    const __m512 d = half_to_floats(reinterpret_cast<const uint8_t*>(&block->d));
     if constexpr (kMin) {
-      const __m512 m = half(block->m);
+      const __m512 m = half_to_floats(reinterpret_cast<const uint8_t*>(&block->m));
       return round_pairs(_mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(lo), d), m),
                          _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(hi), d), m));
     } else {
@@ -183,16 +187,13 @@ void pack_tile_k_quants(const uint8_t* rows, size_t row_bytes, int64_t n_rows, i
   constexpr bool kFive = std::is_same_v<Block, blocks::Q5_K>;
   const __m512i low4 = _mm512_set1_epi32(0xF), one = _mm512_set1_epi32(1);
   alignas(64) float scale[16][8], min[16][8];
-  // A row's 8 scales and 8 mins at once: scales[0..11] as three words a, b, c, each 6-bit field made in all four
-  // bytes of a word (blocks::scale_min_k4, sub-blocks 0-3 and 4-7), then widened and multiplied 8 at a time.
-  // (Field by field, the scalar decode took about as long as the vector work: a 64 x 3072 tile on one Zen 5 core,
-  // warm, q4_K 16-20 us -> 12 us, q5_K 25 -> 17 us.)
+  // A row's 8 scales and 8 mins at once (blocks::scales_mins_k4), widened and multiplied 8 at a time. (Field by
+  // field, the scalar decode took about as long as the vector work: a 64 x 3072 tile on one Zen 5 core, warm, q4_K
+  // 16-20 us -> 12 us, q5_K 25 -> 17 us.)
   auto prepare = [&](int r, const Block* block) {
     const auto* bytes = reinterpret_cast<const uint8_t*>(block);
-    uint32_t a, b, c;
-    std::memcpy(&a, block->scales, 4), std::memcpy(&b, block->scales + 4, 4), std::memcpy(&c, block->scales + 8, 4);
-    const uint64_t sc = (a & 0x3F3F3F3Fu) | uint64_t{(c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u)} << 32;
-    const uint64_t mn = (b & 0x3F3F3F3Fu) | uint64_t{((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u)} << 32;
+    uint64_t sc, mn;
+    blocks::scales_mins_k4(block->scales, sc, mn);
     auto widen = [](uint64_t fields) {
       return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(fields))));
     };

@@ -1,9 +1,11 @@
 // ggml's block layouts (ggml/src/ggml-common.h at ggml 8e800cef), for the dequantizers and quantizers in
-// src/tensor/quant*.cc and quantize*.cc only. Every field is a byte or a little-endian 16-bit word, so the
-// structs have no padding and 2-byte alignment; `d`, `m`, `dmin` are IEEE half bit patterns.
+// src/tensor/quant*.cc and quantize*.cc and the tile packers in src/kernels/linear_pack_avx512.cc only. Every field
+// is a byte or a little-endian 16-bit word, so the structs have no padding and 2-byte alignment; `d`, `m`, `dmin`
+// are IEEE half bit patterns.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 namespace flux::blocks {
 
@@ -76,6 +78,15 @@ static inline void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m
     sc = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
     mn = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
   }
+}
+
+// All 8 at once: byte j of sc / mn is scale_min_k4(j, q)'s sc / mn. Each 6-bit field is made in all four bytes of a
+// word by one mask and shift (q[0..11] read as three little-endian words a, b, c).
+static inline void scales_mins_k4(const uint8_t* q, uint64_t& sc, uint64_t& mn) {
+  uint32_t a, b, c;
+  std::memcpy(&a, q, 4), std::memcpy(&b, q + 4, 4), std::memcpy(&c, q + 8, 4);
+  sc = (a & 0x3F3F3F3Fu) | uint64_t{(c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u)} << 32;
+  mn = (b & 0x3F3F3F3Fu) | uint64_t{((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u)} << 32;
 }
 
 // The signed 6-bit scale i (0..15) of a q3_K block, already minus 32.

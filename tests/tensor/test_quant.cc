@@ -16,6 +16,7 @@
 #include "io/safetensors.h"
 #include "tensor/convert.h"
 #include "tensor/quant.h"
+#include "tensor/quant_blocks.h"
 #include "tensor/quantize.h"
 #include "test_util.h"
 
@@ -252,6 +253,28 @@ TEST(Dequant, RejectsPartialBlocksAndOtherTypes) {
   EXPECT_THROW(dequantize_row(DType::q4_0, b.data(), y.data(), 33), Error);
   EXPECT_THROW(dequantize_row(DType::q4_K, b.data(), y.data(), 32), Error);
   EXPECT_THROW(dequantize_row(DType::i32, b.data(), y.data(), 4), Error);
+}
+
+// The 8 scales and mins of a q4_K / q5_K block at once (the tile packers' decode) against ggml's field-by-field one,
+// on random scale bytes (every bit pattern of each field shows up many times over 20000 blocks).
+TEST(Dequant, ScalesMinsK4EqualsScaleMinK4) {
+  std::mt19937 rng(7);
+  uint8_t q[12];
+  int bad = 0;
+  for (int t = 0; t < 20000; ++t) {
+    for (uint8_t& v : q) v = static_cast<uint8_t>(rng());
+    uint64_t sc = 0, mn = 0;
+    blocks::scales_mins_k4(q, sc, mn);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t want_sc, want_mn;
+      blocks::scale_min_k4(j, q, want_sc, want_mn);
+      if ((uint8_t(sc >> (8 * j)) != want_sc || uint8_t(mn >> (8 * j)) != want_mn) && bad++ < 3) {
+        ADD_FAILURE() << "block " << t << " sub-block " << j << ": " << int(uint8_t(sc >> (8 * j))) << "/"
+                      << int(uint8_t(mn >> (8 * j))) << " vs " << int(want_sc) << "/" << int(want_mn);
+      }
+    }
+  }
+  EXPECT_EQ(bad, 0);
 }
 
 // ---- quantizers: bytes equal to the producers' on zoo.safetensors ----
